@@ -1,0 +1,51 @@
+# tidegate — the two contract commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tidegate-installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv mosquitto lint format typecheck test unit demo bench bench-quick clean
+
+help:
+	@echo "make demo   - broker + simulator + gateway + a query, end to end"
+	@echo "make test   - lint, type-check and the whole test suite"
+	@echo "make bench  - throughput/latency/memory benchmarks (docs/performance.md)"
+
+$(STAMP): pyproject.toml scripts/ensure-venv.sh
+	@scripts/ensure-venv.sh
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+mosquitto:
+	@scripts/ensure-mosquitto.sh
+
+lint: venv
+	$(BIN)/ruff check gateway simulators tests bench
+	$(BIN)/ruff format --check gateway simulators tests bench
+
+format: venv
+	$(BIN)/ruff format gateway simulators tests bench
+	$(BIN)/ruff check --fix gateway simulators tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv mosquitto lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+demo: venv mosquitto
+	@$(BIN)/python scripts/demo.py
+
+bench: venv mosquitto
+	$(BIN)/python -m bench
+
+bench-quick: venv mosquitto
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo test-output

@@ -1,0 +1,118 @@
+"""The running gateway: wires config → sink → pipeline → source, and shuts down in reverse.
+
+Start order: open the sink (create/migrate the database), start the writer, start the
+MQTT connections. Shutdown (SIGINT/SIGTERM or :meth:`Gateway.request_stop`): stop
+reading, drain the queue, commit, ack, disconnect, close the database — bounded by
+``pipeline.shutdown_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.router import Router
+from gateway.sinks.sqlite import SqliteSink
+from gateway.sources.mqtt import MqttSource
+
+log = logging.getLogger(__name__)
+
+Service = Callable[["Gateway"], Coroutine[Any, Any, None]]
+"""An extra long-running coroutine run alongside the pipeline (HTTP API, maintenance);
+it is cancelled at shutdown after the source stopped reading."""
+
+
+def build_sink(settings: Settings) -> SqliteSink:
+    """The SQLite sink described by ``[storage]``."""
+    storage = settings.storage
+    return SqliteSink(
+        storage.path,
+        synchronous=storage.synchronous,
+        busy_timeout_ms=storage.busy_timeout_ms,
+        dead_letter_max_payload=storage.dead_letter_max_payload,
+        dead_letter_max_rows=storage.dead_letter_max_rows,
+        series_cache_size=storage.series_cache_size,
+    )
+
+
+class Gateway:
+    """One gateway instance. ``await Gateway(settings).run()`` until stopped."""
+
+    def __init__(self, settings: Settings, services: list[Service] | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.sink = build_sink(settings)
+        self.pipeline = Pipeline(self.sink, settings.pipeline, self.metrics)
+        self.router = Router(
+            settings.subscriptions,
+            settings.validation.limits(),
+            settings.pipeline.max_payload_bytes,
+        )
+        self.source = MqttSource(
+            settings.mqtt, settings.subscriptions, self.router, self.pipeline, self.metrics
+        )
+        self.services = list(services or [])
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler)."""
+        self._stop.set()
+
+    async def run(self) -> bool:
+        """Run until :meth:`request_stop`. Returns True when the shutdown drained cleanly."""
+        await self.sink.open()
+        service_tasks: list[asyncio.Task[None]] = []
+        try:
+            self.pipeline.start()
+            self.source.start()
+            service_tasks = [asyncio.create_task(service(self)) for service in self.services]
+            self.started.set()
+            log.info(
+                "tidegate running: broker %s:%d, database %s",
+                self.settings.mqtt.host,
+                self.settings.mqtt.port,
+                self.settings.storage.path,
+            )
+            await self._stop.wait()
+            log.info("shutting down: stop reading, drain, commit, ack, disconnect")
+            await self.source.stop_reading()
+            clean = await self.pipeline.stop(self.settings.pipeline.shutdown_timeout_s)
+            await self.source.close()
+            for task in service_tasks:
+                task.cancel()
+            await asyncio.gather(*service_tasks, return_exceptions=True)
+            log.info(
+                "stopped: %d messages received, %d readings stored, %d dead letters",
+                self.metrics.messages_received,
+                self.metrics.readings_stored,
+                self.metrics.messages_dead_lettered,
+            )
+            return clean
+        finally:
+            for task in service_tasks:
+                task.cancel()
+            await self.sink.close()
+
+
+def install_signal_handlers(gateway: Gateway) -> None:
+    """SIGINT and SIGTERM start a graceful shutdown; a second one is ignored (the
+    shutdown timeout bounds it)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, gateway.request_stop)
+
+
+async def serve(settings: Settings, services: list[Service] | None = None) -> bool:
+    """Run a gateway with signal handling; returns True on a clean drain."""
+    gateway = Gateway(settings, services)
+    install_signal_handlers(gateway)
+    return await gateway.run()

@@ -1,0 +1,59 @@
+"""``tidegate query``: stored readings as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+from gateway import query
+from gateway.cli.common import add_db_argument, open_db
+from gateway.cli.output import FORMATS, write_rows
+from gateway.validation import format_ms
+
+COLUMNS = ("sensor_id", "metric", "ts", "value", "unit")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("query", help="print stored readings")
+    add_db_argument(parser)
+    parser.add_argument("--sensor", "-s", help="sensor id")
+    parser.add_argument("--metric", "-m", help="metric name")
+    parser.add_argument("--since", help="start: ISO 8601, epoch seconds, or a duration ago like 2h")
+    parser.add_argument("--until", help="end (exclusive), same forms as --since")
+    parser.add_argument(
+        "--limit", "-n", type=int, default=1000, help="max rows (default 1000; 0 = all, streamed)"
+    )
+    parser.add_argument("--latest", action="store_true", help="newest first")
+    parser.add_argument("--format", "-f", choices=FORMATS, default="table")
+    parser.set_defaults(handler=handle)
+
+
+def rows(args: argparse.Namespace, conn: Any) -> Iterator[dict[str, Any]]:
+    since = query.parse_time_ms(args.since) if args.since else None
+    until = query.parse_time_ms(args.until) if args.until else None
+    for row in query.readings(
+        conn,
+        sensor=args.sensor,
+        metric=args.metric,
+        since_ms=since,
+        until_ms=until,
+        limit=args.limit,
+        descending=args.latest,
+    ):
+        yield {
+            "sensor_id": row.sensor_id,
+            "metric": row.metric,
+            "ts": format_ms(row.ts_ms),
+            "value": row.value,
+            "unit": row.unit,
+        }
+
+
+def handle(args: argparse.Namespace) -> int:
+    conn, _path = open_db(args)
+    try:
+        write_rows(rows(args, conn), COLUMNS, args.format)
+    finally:
+        conn.close()
+    return 0

@@ -1,0 +1,42 @@
+"""``tidegate run``: run the gateway until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from gateway.app import Service, serve
+from gateway.cli.common import add_config_argument, settings_from, setup_logging
+from gateway.config import Settings
+
+log = logging.getLogger("gateway")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("run", help="run the gateway (MQTT → SQLite) until stopped")
+    add_config_argument(parser)
+    parser.set_defaults(handler=handle)
+
+
+def default_services(settings: Settings) -> list[Service]:
+    """Extra services started with the gateway (HTTP API, storage maintenance)."""
+    return []
+
+
+def _event_loop_factory() -> Any:
+    try:
+        import uvloop  # optional extra: pip install tidegate[fast]
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def handle(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging(settings.log.level)
+    factory = _event_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        clean = runner.run(serve(settings, default_services(settings)))
+    return 0 if clean else 1

@@ -1,0 +1,42 @@
+"""``tidegate sensors``: every sensor/metric with count, first/last time and last value."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gateway import query
+from gateway.cli.common import add_db_argument, open_db
+from gateway.cli.output import FORMATS, write_rows
+from gateway.validation import format_ms
+
+COLUMNS = ("sensor_id", "metric", "unit", "count", "first_ts", "last_ts", "last_value")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("sensors", help="list sensors and metrics with their last value")
+    add_db_argument(parser)
+    parser.add_argument("--sensor", "-s", help="only this sensor id")
+    parser.add_argument("--format", "-f", choices=FORMATS, default="table")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    conn, _path = open_db(args)
+    try:
+        rows = (
+            {
+                "sensor_id": s.sensor_id,
+                "metric": s.metric,
+                "unit": s.unit,
+                "count": s.count,
+                "first_ts": format_ms(s.first_ts_ms) if s.first_ts_ms is not None else None,
+                "last_ts": format_ms(s.last_ts_ms) if s.last_ts_ms is not None else None,
+                "last_value": s.last_value,
+            }
+            for s in query.sensors(conn, args.sensor)
+        )
+        write_rows(rows, COLUMNS, args.format)
+    finally:
+        conn.close()
+    return 0

@@ -1,0 +1,211 @@
+"""JSON payloads.
+
+Accepted shapes (field names configurable per subscription):
+
+* one reading: ``{"sensor_id": "s1", "metric": "temp", "value": 21.5, "ts": …, "unit": "C"}``
+* an array of such objects;
+* a multi-metric object: ``{"temperature": 21.5, "humidity": 40.2, "ts": …}`` — every
+  numeric (or boolean) leaf is a metric, nested objects are flattened with ``.``
+  (Tasmota's ``{"AM2301": {"Temperature": 21.3}}`` → ``AM2301.Temperature``), and
+  non-numeric leaves (``"state": "ON"``) are skipped and counted, not errors.
+
+``sensor_id`` (and ``metric``) missing from the payload come from the topic template.
+Payload fields win over the topic unless the subscription sets ``topic_wins``.
+
+The single/array shapes are validated by a pydantic ``TypeAdapter`` straight from the
+bytes (one pass in Rust); the multi-metric shape is parsed by pydantic-core and walked.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, NotRequired
+
+import pydantic_core
+from pydantic import Field, StrictBool, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from gateway.codecs import register
+from gateway.errors import DecodeError
+from gateway.models import Decoded, Reading
+from gateway.validation import (
+    DecodeContext,
+    check_tags,
+    make_reading,
+    merge_tags,
+    to_ts_ms,
+)
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Scalar = str | int | float | bool
+
+
+class ReadingObject(TypedDict):
+    """One reading as JSON, with the default field names."""
+
+    sensor_id: NotRequired[str]
+    metric: NotRequired[str]
+    value: StrictBool | FiniteFloat
+    ts: NotRequired[int | float | str | None]
+    unit: NotRequired[str | None]
+    tags: NotRequired[dict[str, Scalar]]
+
+
+_ONE = TypeAdapter(ReadingObject)
+_MANY = TypeAdapter(list[ReadingObject])
+_DEFAULT_FIELDS = ("sensor_id", "metric", "value", "ts", "unit", "tags")
+
+
+def _reason(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    parts = [str(part) for part in first["loc"]]
+    if parts and parts[-1] in ("float", "bool"):
+        # A union member failed: say what the field accepts, not which member failed.
+        loc = ".".join(parts[:-1])
+        given = first.get("input")
+        message = f"must be a finite number or boolean, got {given!r:.40}"
+        errors = [e for e in errors if [str(p) for p in e["loc"][:-1]] != parts[:-1]]
+    else:
+        loc = ".".join(parts)
+        message = first["msg"]
+        errors = errors[1:]
+    more = len(errors)
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{loc or 'payload'}: {message}{suffix}"
+
+
+def _fields(ctx: DecodeContext) -> tuple[str, str, str, str, str, str]:
+    opts = ctx.options
+    if opts is None:
+        return _DEFAULT_FIELDS
+    return (
+        opts.sensor_id_field,
+        opts.metric_field,
+        opts.value_field,
+        opts.ts_field,
+        opts.unit_field,
+        opts.tags_field,
+    )
+
+
+def _pick(payload_value: object, topic_value: str | None, topic_wins: bool) -> object:
+    if topic_wins and topic_value is not None:
+        return topic_value
+    return payload_value if payload_value is not None else topic_value
+
+
+def _from_objects(items: list[Any], ctx: DecodeContext, names: tuple[str, ...]) -> list[Reading]:
+    sid_key, metric_key, value_key, ts_key, unit_key, tags_key = names
+    topic_sid = ctx.topic_fields.get("sensor_id")
+    topic_metric = ctx.topic_fields.get("metric")
+    readings: list[Reading] = []
+    for index, item in enumerate(items):
+        try:
+            sensor_id = _pick(item.get(sid_key), topic_sid, ctx.topic_wins)
+            if sensor_id is None:
+                raise DecodeError("no sensor_id in payload or topic")
+            metric = _pick(item.get(metric_key), topic_metric, ctx.topic_wins)
+            if metric is None:
+                raise DecodeError("no metric in payload or topic")
+            tags = merge_tags(ctx.topic_tags, check_tags(item.get(tags_key), ctx))
+            readings.append(
+                make_reading(
+                    sensor_id,
+                    metric,
+                    to_ts_ms(item.get(ts_key), ctx),
+                    item[value_key],
+                    item.get(unit_key),
+                    tags,
+                    ctx,
+                )
+            )
+        except DecodeError as exc:
+            if len(items) == 1:
+                raise
+            raise DecodeError(f"[{index}]: {exc.reason}") from None
+    return readings
+
+
+def _flatten(node: dict[str, Any], prefix: str, sep: str, out: list[tuple[str, Any]]) -> None:
+    for key, value in node.items():
+        name = f"{prefix}{sep}{key}" if prefix else key
+        if isinstance(value, dict):
+            _flatten(value, name, sep, out)
+        else:
+            out.append((name, value))
+
+
+def _from_multi_metric(data: dict[str, Any], ctx: DecodeContext, names: tuple[str, ...]) -> Decoded:
+    sid_key, metric_key, _value_key, ts_key, unit_key, tags_key = names
+    sensor_id = _pick(data.get(sid_key), ctx.topic_fields.get("sensor_id"), ctx.topic_wins)
+    if sensor_id is None:
+        raise DecodeError("no sensor_id in payload or topic")
+    ts_ms = to_ts_ms(data.get(ts_key), ctx)
+    tags = merge_tags(ctx.topic_tags, check_tags(data.get(tags_key), ctx))
+    reserved = {sid_key, metric_key, ts_key, unit_key, tags_key}
+    sep = ctx.options.flatten_separator if ctx.options is not None else "."
+    leaves: list[tuple[str, Any]] = []
+    _flatten({k: v for k, v in data.items() if k not in reserved}, "", sep, leaves)
+    readings: list[Reading] = []
+    skipped = 0
+    for name, value in leaves:
+        if isinstance(value, bool | int | float):
+            readings.append(make_reading(sensor_id, name, ts_ms, value, None, tags, ctx))
+        else:
+            skipped += 1  # strings, nulls, arrays: not numbers, not errors
+    return Decoded(readings, skipped)
+
+
+def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
+    """Decode a JSON payload into readings (see the module docstring for shapes)."""
+    names = _fields(ctx)
+    start = payload.lstrip()[:1]
+    if start == b"[" and names == _DEFAULT_FIELDS:
+        try:
+            items: list[Any] = _MANY.validate_json(payload)
+        except ValidationError as exc:
+            raise DecodeError(_reason(exc)) from None
+        return _checked(Decoded(_from_objects(items, ctx, names)), ctx)
+    try:
+        data = pydantic_core.from_json(payload, allow_inf_nan=False)
+    except ValueError as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from None
+    if isinstance(data, list):
+        if not all(isinstance(item, dict) for item in data):
+            raise DecodeError("array items must be reading objects")
+        try:
+            renamed = [_canonical(item, names) for item in data]
+            items = _MANY.validate_python(renamed)
+        except ValidationError as exc:
+            raise DecodeError(_reason(exc)) from None
+        return _checked(Decoded(_from_objects(items, ctx, _DEFAULT_FIELDS)), ctx)
+    if isinstance(data, dict):
+        if names[2] in data:
+            try:
+                item = _ONE.validate_python(_canonical(data, names))
+            except ValidationError as exc:
+                raise DecodeError(_reason(exc)) from None
+            return Decoded(_from_objects([item], ctx, _DEFAULT_FIELDS))
+        return _checked(_from_multi_metric(data, ctx, names), ctx)
+    raise DecodeError(f"JSON payload must be an object or an array, got {type(data).__name__}")
+
+
+def _canonical(item: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    if names == _DEFAULT_FIELDS:
+        return item
+    out = {k: v for k, v in item.items() if k not in names}
+    for canonical, custom in zip(_DEFAULT_FIELDS, names, strict=True):
+        if custom in item:
+            out[canonical] = item[custom]
+    return out
+
+
+def _checked(decoded: Decoded, ctx: DecodeContext) -> Decoded:
+    if len(decoded.readings) > ctx.limits.max_readings_per_message:
+        raise DecodeError(
+            f"{len(decoded.readings)} readings in one message (limit {ctx.limits.max_readings_per_message})"
+        )
+    return decoded
+
+
+register("json", decode)

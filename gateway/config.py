@@ -1,0 +1,305 @@
+"""Settings: ``config.toml`` + environment (``TIDEGATE_<SECTION>__<KEY>``) → pydantic models.
+
+Precedence, lowest first: model defaults, the TOML file, environment variables. Any
+problem raises :class:`~gateway.errors.ConfigError` naming the dotted key, which the CLI
+prints as one line and exits 2.
+
+Environment values are parsed as JSON when they look like JSON (numbers, booleans,
+lists, objects) and as plain strings otherwise, so ``TIDEGATE_MQTT__PORT=1884`` and
+``TIDEGATE_SUBSCRIPTIONS='[{"topic": "a/#"}]'`` both work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+from gateway.validation import Limits
+
+ENV_PREFIX = "TIDEGATE_"
+DEFAULT_CONFIG_PATH = Path("config.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    """``[mqtt.tls]``: TLS to the broker. Enabled when ``enabled`` or any file is set."""
+
+    enabled: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or self.ca is not None or self.cert is not None
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TlsConfig:
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file not found: {path}")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together")
+        return self
+
+
+class MqttConfig(_Section):
+    """``[mqtt]``: the broker connection."""
+
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str = Field("tidegate", min_length=1, max_length=128)
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: int = Field(30, ge=5, le=65535)
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    receive_maximum: int = Field(1000, ge=1, le=65535)
+    connections: int = Field(1, ge=1, le=64)
+    shared_group: str | None = None
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    tls: TlsConfig = TlsConfig()
+
+    @model_validator(mode="after")
+    def _shared_needs_group(self) -> MqttConfig:
+        if self.connections > 1 and not self.shared_group:
+            raise ValueError("connections > 1 needs shared_group (MQTT shared subscription)")
+        return self
+
+
+Format = Literal["json", "senml", "senml-cbor", "influx", "raw", "auto"]
+
+
+class SubscriptionConfig(_Section):
+    """``[[subscriptions]]``: one topic filter with its payload format and topic mapping."""
+
+    topic: str = Field(min_length=1)
+    qos: Literal[0, 1, 2] = 1
+    format: Format = "json"
+    topic_template: str | None = None
+    topic_wins: bool = False
+    name: str = ""
+    # Codec options (used by the codecs that understand them).
+    ts_field: str = "ts"
+    ts_format: Literal["auto", "s", "ms", "us", "ns", "iso"] = "auto"
+    sensor_id_field: str = "sensor_id"
+    metric_field: str = "metric"
+    value_field: str = "value"
+    unit_field: str = "unit"
+    tags_field: str = "tags"
+    flatten_separator: str = "."
+    influx_precision: Literal["auto", "s", "ms", "us", "ns"] = "ns"
+
+    @property
+    def label(self) -> str:
+        """The name used in metrics and dead letters."""
+        return self.name or self.topic
+
+    @model_validator(mode="after")
+    def _template_is_valid(self) -> SubscriptionConfig:
+        if self.topic_template is not None:
+            from gateway.topics import TopicTemplate
+
+            TopicTemplate.parse(self.topic_template)  # raises ValueError on a bad template
+        return self
+
+
+class PipelineConfig(_Section):
+    """``[pipeline]``: queue, batching and shutdown."""
+
+    queue_size: int = Field(10_000, ge=1, le=10_000_000)
+    batch_size: int = Field(5_000, ge=1, le=1_000_000)
+    flush_interval_ms: int = Field(1000, ge=0, le=600_000)
+    commit_on_idle: bool = True
+    max_payload_bytes: int = Field(256 * 1024, ge=16, le=64 * 1024 * 1024)
+    shutdown_timeout_s: float = Field(10.0, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+
+
+class StorageConfig(_Section):
+    """``[storage]``: the SQLite database."""
+
+    path: Path = Path("tidegate.db")
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    busy_timeout_ms: int = Field(5000, ge=0)
+    dead_letter_max_payload: int = Field(64 * 1024, ge=0)
+    dead_letter_max_rows: int = Field(100_000, ge=1)
+    series_cache_size: int = Field(100_000, ge=100)
+
+
+class ValidationConfig(_Section):
+    """``[validation]``: what a reading must look like."""
+
+    max_name_length: int = Field(128, ge=1, le=4096)
+    min_ts: str = "2000-01-01T00:00:00Z"
+    max_future_s: int = Field(86_400, ge=0)
+    max_readings_per_message: int = Field(10_000, ge=1)
+
+    def limits(self) -> Limits:
+        from gateway.validation import parse_iso_ms
+
+        return Limits(
+            max_name_length=self.max_name_length,
+            min_ts_ms=parse_iso_ms(self.min_ts),
+            max_future_ms=self.max_future_s * 1000,
+            max_readings_per_message=self.max_readings_per_message,
+        )
+
+    @model_validator(mode="after")
+    def _min_ts_parses(self) -> ValidationConfig:
+        from gateway.errors import DecodeError
+
+        try:
+            self.limits()
+        except DecodeError as exc:
+            raise ValueError(f"min_ts: {exc.reason}") from None
+        return self
+
+
+class LogConfig(_Section):
+    """``[log]``: logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def _default_subscriptions() -> list[SubscriptionConfig]:
+    return [SubscriptionConfig(topic="sensors/#", topic_template="sensors/{sensor_id}/#")]
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    mqtt: MqttConfig = MqttConfig()
+    subscriptions: Annotated[list[SubscriptionConfig], Field(min_length=1)] = Field(
+        default_factory=_default_subscriptions
+    )
+    pipeline: PipelineConfig = PipelineConfig()
+    storage: StorageConfig = StorageConfig()
+    validation: ValidationConfig = ValidationConfig()
+    log: LogConfig = LogConfig()
+
+
+SECRET_KEYS = frozenset({"password", "token"})
+
+
+def _env_value(text: str) -> Any:
+    stripped = text.strip()
+    if stripped[:1] in "[{" or stripped in ("true", "false", "null"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(name, "empty key segment in environment variable")
+        if path[0] not in Settings.model_fields:
+            continue  # TIDEGATE_CONFIG and friends are not settings
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path), f"cannot set a key inside {part!r}")
+            node = child
+        node[path[-1]] = _env_value(raw)
+
+
+def _key_of(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    parts = [str(part) for part in error.get("loc", ())]
+    # Subscriptions are addressed as subscriptions[0].topic, like TOML tables.
+    out: list[str] = []
+    for part in parts:
+        if part.isdigit() and out:
+            out[-1] = f"{out[-1]}[{part}]"
+        else:
+            out.append(part)
+    return ".".join(out)
+
+
+def _message_of(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load settings from ``path`` (default ``$TIDEGATE_CONFIG`` or ``./config.toml`` if it
+    exists), then the environment, then ``overrides`` (a nested dict, e.g. from CLI flags).
+
+    Raises :class:`ConfigError` naming the first bad key.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        env_path = env.get(f"{ENV_PREFIX}CONFIG")
+        path = (
+            Path(env_path)
+            if env_path
+            else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None)
+        )
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("", f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("", f"{path} is not UTF-8 text") from None
+    _apply_env(data, env)
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(_key_of(first, data), _message_of(first)) from None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, with every secret replaced by ``"***"``."""
+
+    def mask(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: mask(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [mask(v) for v in node]
+        if key in SECRET_KEYS and node is not None:
+            return "***"
+        return node
+
+    dumped = settings.model_dump(mode="json")
+    return {k: mask(v, k) for k, v in dumped.items()}

@@ -1,0 +1,64 @@
+"""The one exception tree of tidegate.
+
+Every error that tidegate raises on purpose derives from :class:`TidegateError`.
+Library errors (paho/aiomqtt, sqlite3/aiosqlite, pydantic, OS errors) are converted
+into one of these where they enter our code, so callers never catch a library type::
+
+    TidegateError
+    ├── ConfigError          bad configuration; names the key (CLI exits 2)
+    ├── DecodeError          a payload cannot be turned into readings; carries a human reason
+    ├── SourceError          the message source (MQTT) failed
+    │   └── ConnectionLost   the broker connection dropped; the source reconnects
+    ├── StorageError         the database failed
+    │   ├── StorageFull      disk or size cap reached (SQLITE_FULL / ENOSPC); retried, never acked
+    │   └── StorageCorrupt   the database file is damaged
+    └── QueryError           a read request is invalid (bad range, unknown sensor, limits)
+"""
+
+from __future__ import annotations
+
+
+class TidegateError(Exception):
+    """Base of every error tidegate raises on purpose."""
+
+
+class ConfigError(TidegateError):
+    """Invalid configuration. ``key`` is the dotted config key at fault (e.g. ``mqtt.port``)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config error: {key}: {problem}" if key else f"config error: {problem}")
+
+
+class DecodeError(TidegateError):
+    """A payload cannot be decoded into readings. ``reason`` is shown to users and stored
+    with the dead letter."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SourceError(TidegateError):
+    """The message source failed."""
+
+
+class ConnectionLost(SourceError):
+    """The broker connection was lost; the source reconnects with backoff."""
+
+
+class StorageError(TidegateError):
+    """The database failed to read or write."""
+
+
+class StorageFull(StorageError):
+    """The disk is full or the configured size cap is reached."""
+
+
+class StorageCorrupt(StorageError):
+    """The database file is damaged."""
+
+
+class QueryError(TidegateError):
+    """A read request is invalid (bad time range, limits exceeded, unknown format)."""

@@ -1,0 +1,100 @@
+"""Counters and histograms of the running gateway.
+
+Plain attributes updated on the event loop thread (no locks needed); the HTTP API and
+``tidegate stats`` read them. Histograms have fixed buckets, so memory stays constant.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000, 100_000)
+
+
+class Histogram:
+    """A Prometheus-style cumulative histogram with fixed upper bounds."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # last slot: +Inf
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper_bound, cumulative_count)`` pairs, the last bound being ``inf``."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (0 when empty)."""
+        if self.count == 0:
+            return 0.0
+        target = q * self.count
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            if running >= target:
+                return bound
+        return float("inf")
+
+
+@dataclass
+class SubscriptionCounters:
+    """Per-subscription message counts."""
+
+    received: int = 0
+    stored_messages: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class Metrics:
+    """Everything the gateway counts. Message counts are per MQTT message; ``readings_*``
+    per reading."""
+
+    messages_received: int = 0
+    messages_committed: int = 0
+    messages_dead_lettered: int = 0
+    messages_empty: int = 0
+    leaves_skipped: int = 0
+    readings_stored: int = 0
+    duplicates_ignored: int = 0
+    batches: int = 0
+    write_errors: int = 0
+    reconnects: int = 0
+    acks_sent: int = 0
+    acks_dropped: int = 0
+    """Acks not sent because their connection was gone (the broker redelivers those)."""
+    paused_reads: int = 0
+    connected: int = 0
+    storage_ok: bool = True
+    storage_error: str = ""
+    by_subscription: dict[str, SubscriptionCounters] = field(default_factory=dict)
+    commit_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    """Seconds from a message's arrival to its batch committing."""
+    commit_duration: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    """Seconds one batch transaction took."""
+    batch_readings: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    queue_depth: Callable[[], int] = lambda: 0
+    queue_capacity: int = 0
+
+    def subscription(self, label: str) -> SubscriptionCounters:
+        counters = self.by_subscription.get(label)
+        if counters is None:
+            counters = self.by_subscription[label] = SubscriptionCounters()
+        return counters

@@ -1,0 +1,175 @@
+"""The bounded queue between sources and the sink, and the batch writer that drains it.
+
+Contract:
+
+* :meth:`Pipeline.submit` awaits while the queue is full — that is the backpressure:
+  sources stop reading, unacknowledged messages pile up at the broker, nothing is dropped.
+* The writer takes everything queued (up to ``batch_size`` readings), commits it in
+  one transaction, then calls each envelope's ``ack``. With ``commit_on_idle`` (the
+  default) it commits as soon as the queue runs dry (group commit): batches grow by
+  themselves under load, and the broker's in-flight window never stalls waiting for
+  a timer. Without it, the writer lingers up to ``flush_interval_ms`` to gather a
+  bigger batch (fewer SD-card writes, more latency).
+* A failed write is retried with exponential backoff and jitter, forever, with nothing
+  acknowledged; ``stop`` gives up after its timeout and leaves the rest to redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from gateway.config import PipelineConfig
+from gateway.errors import StorageError
+from gateway.metrics import Metrics
+from gateway.models import DeadLetter, Envelope, Reading
+from gateway.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.005
+
+
+class Pipeline:
+    """Owns the queue and the writer task. Start with :meth:`start`, end with :meth:`stop`."""
+
+    def __init__(self, sink: Sink, config: PipelineConfig, metrics: Metrics | None = None) -> None:
+        self.sink = sink
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.queue: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=config.queue_size)
+        self.metrics.queue_depth = self.queue.qsize
+        self.metrics.queue_capacity = config.queue_size
+        self._writer: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None
+
+    def start(self) -> None:
+        """Start the writer task."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._run(), name="tidegate-writer")
+
+    async def submit(self, envelope: Envelope) -> None:
+        """Queue one message's result; waits while the queue is full.
+
+        A message with neither readings nor a dead letter (a well-formed message with
+        nothing storable) is counted and acknowledged at once: there is nothing to commit.
+        """
+        metrics = self.metrics
+        metrics.messages_received += 1
+        sub = metrics.subscription(envelope.subscription)
+        sub.received += 1
+        if envelope.skipped:
+            metrics.leaves_skipped += envelope.skipped
+        if not envelope.readings and envelope.dead_letter is None:
+            metrics.messages_empty += 1
+            sub.skipped += 1
+            envelope.ack()
+            return
+        await self.queue.put(envelope)
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Drain the queue, commit, ack, and end the writer. Call after sources stopped
+        submitting. Returns False if the timeout ran out first (the writer is cancelled;
+        unacknowledged messages will be redelivered by the broker)."""
+        if self._writer is None:
+            return True
+        timeout = self.config.shutdown_timeout_s if timeout is None else timeout
+        writer, self._writer = self._writer, None
+        try:
+            await asyncio.wait_for(self.queue.put(None), timeout)
+            await asyncio.wait_for(asyncio.shield(writer), timeout)
+        except TimeoutError:
+            log.warning(
+                "shutdown timeout (%.1fs): %d messages left uncommitted",
+                timeout,
+                self.queue.qsize(),
+            )
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            return False
+        return True
+
+    async def _gather(self, first: Envelope) -> tuple[list[Envelope], bool]:
+        """Collect a batch starting with ``first``. Returns (batch, stop_seen)."""
+        batch = [first]
+        count = len(first.readings)
+        limit = self.config.batch_size
+        queue = self.queue
+        deadline = time.monotonic() + self.config.flush_interval_ms / 1000
+        while count < limit:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                if self.config.commit_on_idle or time.monotonic() >= deadline:
+                    break
+                # Linger for a bigger batch; polling avoids wait_for(get()) losing an item.
+                await asyncio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+                continue
+            if item is None:
+                return batch, True
+            batch.append(item)
+            count += len(item.readings)
+        return batch, False
+
+    async def _run(self) -> None:
+        queue = self.queue
+        while True:
+            first = await queue.get()
+            if first is None:
+                return
+            batch, stop_seen = await self._gather(first)
+            await self._commit(batch)
+            if stop_seen:
+                return
+
+    async def _commit(self, batch: list[Envelope]) -> None:
+        readings: list[Reading] = []
+        dead: list[DeadLetter] = []
+        for envelope in batch:
+            if envelope.dead_letter is not None:
+                dead.append(envelope.dead_letter)
+            else:
+                readings.extend(envelope.readings)
+        delay = 0.05
+        metrics = self.metrics
+        while True:
+            started = time.monotonic()
+            try:
+                result = await self.sink.write_batch(readings, dead)
+                break
+            except StorageError as exc:
+                metrics.write_errors += 1
+                metrics.storage_ok = False
+                metrics.storage_error = str(exc)
+                if self._failing_since is None:
+                    self._failing_since = started
+                    log.error("write failed, retrying with backoff (nothing is acked): %s", exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.config.retry_max_s)
+        done = time.monotonic()
+        if self._failing_since is not None:
+            log.warning("writes recovered after %.1fs", done - self._failing_since)
+            self._failing_since = None
+        metrics.storage_ok = True
+        metrics.storage_error = ""
+        metrics.batches += 1
+        metrics.readings_stored += result.stored
+        metrics.duplicates_ignored += result.duplicates
+        metrics.messages_dead_lettered += result.dead_letters
+        metrics.commit_duration.observe(done - started)
+        metrics.batch_readings.observe(len(readings))
+        latency = metrics.commit_latency
+        for envelope in batch:
+            if envelope.received_at:
+                latency.observe(done - envelope.received_at)
+            sub = metrics.subscription(envelope.subscription)
+            if envelope.dead_letter is not None:
+                sub.dead_lettered += 1
+            else:
+                sub.stored_messages += 1
+            envelope.ack()
+        metrics.messages_committed += len(batch)

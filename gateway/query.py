@@ -1,0 +1,284 @@
+"""The read path shared by the CLI and the HTTP API.
+
+Every function takes a read-only ``sqlite3.Connection`` (see
+:func:`gateway.sinks.sqlite.open_readonly`), uses parameterised SQL only, and streams
+rows (generators), so ``--limit 0`` never loads a whole result into memory. Bad
+requests raise :class:`~gateway.errors.QueryError`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.errors import DecodeError, QueryError
+from gateway.sinks.sqlite import tags_from_text
+from gateway.validation import parse_iso_ms
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+MAX_SERIES_PER_QUERY = 10_000
+
+
+def parse_duration_ms(text: str) -> int:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"14d"``, ``"1w"`` → milliseconds."""
+    match = _RELATIVE.match(text)
+    if match is None:
+        raise QueryError(f"bad duration {text!r}: use a number with ms, s, m, h, d or w (e.g. 2h)")
+    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+def parse_time_ms(text: str, now_ms: int | None = None) -> int:
+    """A point in time: ``now``, a duration ago (``2h``), ISO 8601, or epoch s/ms → ms."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    text = text.strip()
+    if text == "now":
+        return now_ms
+    if _RELATIVE.match(text):
+        return now_ms - parse_duration_ms(text)
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return round(number * 1000) if abs(number) < 1e11 else round(number)
+    try:
+        return parse_iso_ms(text)
+    except DecodeError:
+        raise QueryError(
+            f"bad time {text!r}: use ISO 8601, epoch seconds, 'now' or a duration like 2h"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    """One stored reading as the read path returns it."""
+
+    sensor_id: str
+    metric: str
+    ts_ms: int
+    value: float
+    unit: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    series_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """One series with its summary."""
+
+    series_id: int
+    sensor_id: str
+    metric: str
+    unit: str | None
+    tags: dict[str, str]
+    count: int
+    first_ts_ms: int | None
+    last_ts_ms: int | None
+    last_value: float | None
+
+
+def find_series(
+    conn: sqlite3.Connection, sensor: str | None = None, metric: str | None = None
+) -> list[tuple[int, str, str, str | None, dict[str, str]]]:
+    """Series matching the filters: ``(id, sensor_id, metric, unit, tags)``."""
+    sql = "SELECT id, sensor_id, metric, unit, tags FROM series"
+    where: list[str] = []
+    params: list[object] = []
+    if sensor is not None:
+        where.append("sensor_id = ?")
+        params.append(sensor)
+    if metric is not None:
+        where.append("metric = ?")
+        params.append(metric)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY sensor_id, metric, id"
+    rows = conn.execute(sql, params).fetchmany(MAX_SERIES_PER_QUERY + 1)
+    if len(rows) > MAX_SERIES_PER_QUERY:
+        raise QueryError(
+            f"more than {MAX_SERIES_PER_QUERY} series match; narrow with sensor or metric"
+        )
+    return [(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4])) for r in rows]
+
+
+def readings(
+    conn: sqlite3.Connection,
+    *,
+    sensor: str | None = None,
+    metric: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int = 1000,
+    after: tuple[int, int] | None = None,
+    descending: bool = False,
+) -> Iterator[ReadingRow]:
+    """Readings ordered by ``(ts, series_id)`` within ``[since, until)``.
+
+    ``limit`` 0 means all rows (streamed). ``after`` is a keyset cursor: the
+    ``(ts_ms, series_id)`` of the last row of the previous page.
+    """
+    if limit < 0:
+        raise QueryError("limit must be >= 0")
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        raise QueryError("the start of the time range must be before its end")
+    series = find_series(conn, sensor, metric)
+    if not series:
+        return
+    by_id = {s[0]: s for s in series}
+    where = [f"series_id IN ({','.join('?' * len(by_id))})"]
+    params: list[object] = list(by_id)
+    if since_ms is not None:
+        where.append("ts >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        where.append("ts < ?")
+        params.append(until_ms)
+    if after is not None:
+        where.append("(ts, series_id) < (?, ?)" if descending else "(ts, series_id) > (?, ?)")
+        params.extend(after)
+    order = "DESC" if descending else "ASC"
+    sql = (
+        "SELECT series_id, ts, value FROM readings WHERE "
+        + " AND ".join(where)
+        + f" ORDER BY ts {order}, series_id {order}"
+    )
+    if limit:
+        sql += " LIMIT ?"
+        params.append(limit)
+    cursor = conn.execute(sql, params)
+    while True:
+        chunk = cursor.fetchmany(1000)
+        if not chunk:
+            return
+        for series_id, ts_ms, value in chunk:
+            _sid, sensor_id, metric_name, unit, tags = by_id[series_id]
+            yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
+
+
+def sensors(
+    conn: sqlite3.Connection, sensor: str | None = None, with_counts: bool = True
+) -> Iterator[SeriesInfo]:
+    """Every series with count, first/last timestamp and last value.
+
+    Counting scans each series' rows; pass ``with_counts=False`` on huge databases.
+    """
+    for series_id, sensor_id, metric, unit, tags in find_series(conn, sensor):
+        last = conn.execute(
+            "SELECT ts, value FROM readings WHERE series_id = ? ORDER BY ts DESC LIMIT 1",
+            (series_id,),
+        ).fetchone()
+        first = conn.execute(
+            "SELECT ts FROM readings WHERE series_id = ? ORDER BY ts ASC LIMIT 1", (series_id,)
+        ).fetchone()
+        count = (
+            conn.execute(
+                "SELECT count(*) FROM readings WHERE series_id = ?", (series_id,)
+            ).fetchone()[0]
+            if with_counts
+            else -1
+        )
+        yield SeriesInfo(
+            series_id,
+            sensor_id,
+            metric,
+            unit,
+            tags,
+            count,
+            first[0] if first else None,
+            last[0] if last else None,
+            last[1] if last else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Database totals."""
+
+    readings: int
+    series: int
+    sensors: int
+    dead_letters: int
+    database_bytes: int
+    wal_bytes: int
+    oldest_ts_ms: int | None
+    newest_ts_ms: int | None
+
+
+def stats(conn: sqlite3.Connection, path: Path) -> Stats:
+    """Totals for ``tidegate stats`` and ``/api/v1/stats``."""
+    readings_count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    series_count, sensor_count = conn.execute(
+        "SELECT count(*), count(DISTINCT sensor_id) FROM series"
+    ).fetchone()
+    dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    oldest = conn.execute("SELECT min(ts) FROM readings").fetchone()[0]
+    newest = conn.execute("SELECT max(ts) FROM readings").fetchone()[0]
+    wal = Path(f"{path}-wal")
+    return Stats(
+        readings_count,
+        series_count,
+        sensor_count,
+        dead,
+        Path(path).stat().st_size if Path(path).exists() else 0,
+        wal.stat().st_size if wal.exists() else 0,
+        oldest,
+        newest,
+    )
+
+
+AGGREGATES = ("min", "max", "avg", "sum", "count", "last")
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One time bucket of one series."""
+
+    sensor_id: str
+    metric: str
+    start_ms: int
+    values: dict[str, float | int | None]
+
+
+def aggregate(
+    conn: sqlite3.Connection,
+    *,
+    sensor: str | None,
+    metric: str | None,
+    since_ms: int,
+    until_ms: int,
+    bucket_ms: int,
+    aggs: Sequence[str] = ("avg",),
+    max_buckets: int = 100_000,
+) -> Iterator[Bucket]:
+    """Per-series time buckets ``[start, start + bucket)`` with the chosen aggregates,
+    computed from raw readings."""
+    unknown = [a for a in aggs if a not in AGGREGATES]
+    if unknown:
+        raise QueryError(f"unknown aggregate {unknown[0]!r}; choose from {', '.join(AGGREGATES)}")
+    if bucket_ms <= 0:
+        raise QueryError("bucket must be positive")
+    if since_ms >= until_ms:
+        raise QueryError("the start of the time range must be before its end")
+    if (until_ms - since_ms) // bucket_ms > max_buckets:
+        raise QueryError(f"more than {max_buckets} buckets; use a larger bucket or a shorter range")
+    for series_id, sensor_id, metric_name, _unit, _tags in find_series(conn, sensor, metric):
+        # Buckets align to the epoch (hourly buckets start on the hour, UTC).
+        rows = conn.execute(
+            "SELECT ts / ? AS b, min(value), max(value), avg(value), sum(value), count(*), max(ts)"
+            " FROM readings WHERE series_id = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b",
+            (bucket_ms, series_id, since_ms, until_ms),
+        )
+        for b, vmin, vmax, vavg, vsum, vcount, last_ts in rows:
+            vlast = conn.execute(
+                "SELECT value FROM readings WHERE series_id = ? AND ts = ?", (series_id, last_ts)
+            ).fetchone()[0]
+            all_values: dict[str, float | int | None] = {
+                "min": vmin, "max": vmax, "avg": vavg, "sum": vsum, "count": vcount, "last": vlast,
+            }  # fmt: skip
+            yield Bucket(sensor_id, metric_name, b * bucket_ms, {a: all_values[a] for a in aggs})

@@ -1,0 +1,130 @@
+"""From one MQTT message to one :class:`Envelope`: pick the subscription, map the topic,
+run the codec, and turn any failure into a dead letter.
+
+This is the only place that catches :class:`DecodeError`; nothing a sensor sends can
+raise out of :meth:`Router.route`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from gateway.codecs import Codec, get_codec
+from gateway.config import SubscriptionConfig
+from gateway.errors import DecodeError
+from gateway.models import DeadLetter, Envelope
+from gateway.topics import TopicTemplate
+from gateway.validation import DecodeContext, Limits
+
+log = logging.getLogger(__name__)
+
+_TOPIC_CACHE_MAX = 50_000
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest). ``$share/g/`` is
+    stripped from the filter; topics starting with ``$`` never match wildcards."""
+    if topic_filter.startswith("$share/"):
+        topic_filter = topic_filter.split("/", 2)[2]
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    f_parts = topic_filter.split("/")
+    t_parts = topic.split("/")
+    for index, part in enumerate(f_parts):
+        if part == "#":
+            return True
+        if index >= len(t_parts):
+            return False
+        if part != "+" and part != t_parts[index]:
+            return False
+    return len(f_parts) == len(t_parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A subscription ready to decode: its codec and parsed template."""
+
+    config: SubscriptionConfig
+    codec: Codec
+    template: TopicTemplate | None
+
+
+class Router:
+    """Decodes messages for a set of subscriptions."""
+
+    def __init__(
+        self, subscriptions: list[SubscriptionConfig], limits: Limits, max_payload_bytes: int
+    ) -> None:
+        self.routes = [
+            Route(
+                sub,
+                get_codec(sub.format),
+                TopicTemplate.parse(sub.topic_template) if sub.topic_template else None,
+            )
+            for sub in subscriptions
+        ]
+        self.limits = limits
+        self.max_payload_bytes = max_payload_bytes
+        self._by_topic: dict[str, Route | None] = {}
+
+    def route_for(self, topic: str) -> Route | None:
+        """The first subscription (in config order) whose filter matches ``topic``."""
+        try:
+            return self._by_topic[topic]
+        except KeyError:
+            pass
+        found = next((r for r in self.routes if topic_matches(r.config.topic, topic)), None)
+        if len(self._by_topic) >= _TOPIC_CACHE_MAX:
+            self._by_topic.clear()  # bounded; rebuilt on demand
+        self._by_topic[topic] = found
+        return found
+
+    def route(self, topic: str, payload: bytes, now_ms: int | None = None) -> Envelope:
+        """Decode one message. Never raises for anything in ``topic`` or ``payload``."""
+        received = time.monotonic()
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        route = self.route_for(topic)
+        label = route.config.label if route is not None else ""
+        try:
+            if route is None:
+                raise DecodeError(f"no subscription matches topic {topic!r}")
+            if len(payload) > self.max_payload_bytes:
+                raise DecodeError(
+                    f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.max_payload_bytes}"
+                )
+            ctx = DecodeContext(
+                topic=topic,
+                now_ms=now_ms,
+                limits=self.limits,
+                options=route.config,
+                topic_wins=route.config.topic_wins,
+            )
+            if route.template is not None:
+                ctx.topic_fields, ctx.topic_tags = route.template.match(topic)
+            decoded = route.codec(payload, ctx)
+        except DecodeError as exc:
+            return Envelope(
+                [],
+                DeadLetter(now_ms, topic, payload, exc.reason, label),
+                subscription=label,
+                received_at=received,
+            )
+        except Exception as exc:  # a codec bug must not stop the pipeline: dead-letter it
+            log.exception("codec %s crashed on a message from %s", label, topic)
+            reason = f"internal decoder error: {type(exc).__name__}: {exc}"
+            return Envelope(
+                [],
+                DeadLetter(now_ms, topic, payload, reason, label),
+                subscription=label,
+                received_at=received,
+            )
+        return Envelope(
+            decoded.readings,
+            None,
+            subscription=label,
+            skipped=decoded.skipped,
+            received_at=received,
+        )

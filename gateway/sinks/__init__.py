@@ -1,0 +1,1 @@
+"""Sinks: where committed readings go. See :class:`gateway.sinks.base.Sink`."""

@@ -1,0 +1,279 @@
+"""The SQLite sink: one writer connection, one transaction per batch.
+
+The batch logic (:class:`BatchWriter`) is plain synchronous sqlite3 code; the async
+:class:`SqliteSink` runs it on aiosqlite's worker thread in a single hop per batch (see
+``_aiosqlite_adapter``). One writer per database file: SQLite allows one writer at a
+time anyway, and a single owner keeps the series cache coherent
+(``docs/decisions/0001-one-writer.md``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.errors import StorageCorrupt, StorageError, StorageFull
+from gateway.models import DeadLetter, Reading, Tags
+from gateway.sinks._aiosqlite_adapter import run_on_connection
+from gateway.sinks.base import WriteResult
+from gateway.sinks.schema import migrate
+
+log = logging.getLogger(__name__)
+
+SeriesKey = tuple[str, str, str | None, Tags]
+
+_INSERT_READING = "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES (?, ?, ?)"
+_INSERT_DEAD = (
+    "INSERT INTO dead_letters (received_at, subscription, topic, payload, payload_size, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def tags_to_text(tags: Tags) -> str:
+    """Canonical text form of tags as stored in ``series.tags`` (``''`` for none)."""
+    if not tags:
+        return ""
+    return json.dumps(dict(tags), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def tags_from_text(text: str) -> dict[str, str]:
+    """Inverse of :func:`tags_to_text`."""
+    return json.loads(text) if text else {}
+
+
+def convert_sqlite_error(exc: BaseException, what: str) -> StorageError:
+    """Map a sqlite3/OS error to our tree: full disk, corruption, or plain failure."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == sqlite3.SQLITE_FULL or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return StorageFull(f"{what}: disk or database full ({exc})")
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StorageCorrupt(f"{what}: database is damaged ({exc})")
+    if primary == sqlite3.SQLITE_IOERR and "disk" in str(exc).lower():
+        return StorageFull(f"{what}: disk I/O error, disk may be full ({exc})")
+    return StorageError(f"{what}: {exc}")
+
+
+def apply_pragmas(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
+    """Connection settings for the writer: WAL, the chosen durability, a busy timeout."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StorageError(f"could not switch the database to WAL mode (got {mode})")
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise StorageError(f"bad synchronous mode {synchronous!r}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+def prepare_database(conn: sqlite3.Connection) -> None:
+    """Create or migrate the schema. A new database gets incremental auto-vacuum, which
+    must be chosen before the first table exists."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    migrate(conn)
+
+
+class BatchWriter:
+    """Synchronous batch logic over one sqlite3 connection (in autocommit mode).
+
+    Keeps a bounded LRU cache of series key → id. New series are inserted inside the
+    batch's transaction and enter the cache only after it commits, so a rolled-back
+    batch never leaves a dangling id behind.
+    """
+
+    def __init__(
+        self, dead_letter_max_payload: int, dead_letter_max_rows: int, cache_size: int
+    ) -> None:
+        self.dead_letter_max_payload = dead_letter_max_payload
+        self.dead_letter_max_rows = dead_letter_max_rows
+        self.cache_size = cache_size
+        self.series_ids: OrderedDict[SeriesKey, int] = OrderedDict()
+        self._last_dead_letter_id = 0
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Warm the series cache (newest series first, up to the cache size)."""
+        rows = conn.execute(
+            "SELECT id, sensor_id, metric, unit, tags FROM series ORDER BY id DESC LIMIT ?",
+            (self.cache_size,),
+        ).fetchall()
+        for series_id, sensor_id, metric, unit, tags in reversed(rows):
+            key = (sensor_id, metric, unit or None, _tags_tuple(tags))
+            self.series_ids[key] = series_id
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM dead_letters").fetchone()
+        self._last_dead_letter_id = int(row[0])
+
+    def _resolve_new(self, conn: sqlite3.Connection, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
+        now_ms = int(time.time() * 1000)
+        params = [(s, m, u or "", tags_to_text(t), now_ms) for s, m, u, t in keys]
+        conn.executemany(
+            "INSERT OR IGNORE INTO series (sensor_id, metric, unit, tags, created_at) VALUES (?, ?, ?, ?, ?)",
+            params,
+        )
+        found: dict[SeriesKey, int] = {}
+        lookup = (
+            "SELECT id FROM series WHERE sensor_id = ? AND metric = ? AND unit = ? AND tags = ?"
+        )
+        for key, (s, m, u, t, _now) in zip(keys, params, strict=True):
+            found[key] = conn.execute(lookup, (s, m, u, t)).fetchone()[0]
+        return found
+
+    def write(
+        self,
+        conn: sqlite3.Connection,
+        readings: Sequence[Reading],
+        dead_letters: Sequence[DeadLetter],
+    ) -> WriteResult:
+        """Commit ``readings`` and ``dead_letters`` in one transaction."""
+        cache = self.series_ids
+        new_keys: list[SeriesKey] = []
+        seen_new: set[SeriesKey] = set()
+        for reading in readings:
+            key = (reading.sensor_id, reading.metric, reading.unit, reading.tags)
+            if key not in cache and key not in seen_new:
+                seen_new.add(key)
+                new_keys.append(key)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fresh = self._resolve_new(conn, new_keys) if new_keys else {}
+            rows = []
+            for reading in readings:
+                key = (reading.sensor_id, reading.metric, reading.unit, reading.tags)
+                series_id = cache.get(key)
+                if series_id is None:
+                    series_id = fresh[key]
+                rows.append((series_id, reading.ts_ms, reading.value))
+            # Sorted by key, each B-tree page is touched once per batch.
+            rows.sort()
+            stored = conn.executemany(_INSERT_READING, rows).rowcount if rows else 0
+            if dead_letters:
+                conn.executemany(_INSERT_DEAD, [self._dead_row(d) for d in dead_letters])
+                self._last_dead_letter_id = int(
+                    conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                )
+                cutoff = self._last_dead_letter_id - self.dead_letter_max_rows
+                if cutoff > 0:
+                    conn.execute("DELETE FROM dead_letters WHERE id <= ?", (cutoff,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        for key, series_id in fresh.items():
+            cache[key] = series_id
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
+        return WriteResult(stored, len(rows) - stored, len(dead_letters))
+
+    def _dead_row(self, dead: DeadLetter) -> tuple[int, str, str, bytes, int, str]:
+        payload = dead.payload[: self.dead_letter_max_payload]
+        return (
+            dead.received_at_ms,
+            dead.subscription,
+            dead.topic,
+            payload,
+            len(dead.payload),
+            dead.reason,
+        )
+
+
+def _tags_tuple(text: str) -> Tags:
+    if not text:
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in tags_from_text(text).items()))
+
+
+class SqliteSink:
+    """Async sink over one SQLite file. Implements :class:`gateway.sinks.base.Sink`."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 5000,
+        dead_letter_max_payload: int = 64 * 1024,
+        dead_letter_max_rows: int = 100_000,
+        series_cache_size: int = 100_000,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.writer = BatchWriter(dead_letter_max_payload, dead_letter_max_rows, series_cache_size)
+        self._conn: aiosqlite.Connection | None = None
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The open writer connection; raises if the sink is not open."""
+        if self._conn is None:
+            raise StorageError("sink is not open")
+        return self._conn
+
+    async def open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {self.path.parent}: {exc.strerror}") from None
+        try:
+            self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise convert_sqlite_error(exc, f"opening {self.path}") from None
+
+        def setup(conn: sqlite3.Connection) -> None:
+            apply_pragmas(conn, self.synchronous, self.busy_timeout_ms)
+            prepare_database(conn)
+            self.writer.load(conn)
+
+        try:
+            await run_on_connection(self._conn, setup)
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise convert_sqlite_error(exc, f"preparing {self.path}") from None
+        except StorageError:
+            await self.close()
+            raise
+
+    async def write_batch(
+        self, readings: Sequence[Reading], dead_letters: Sequence[DeadLetter]
+    ) -> WriteResult:
+        conn = self.connection
+
+        def write(raw: sqlite3.Connection) -> WriteResult:
+            return self.writer.write(raw, readings, dead_letters)
+
+        try:
+            return await run_on_connection(conn, write)
+        except (sqlite3.Error, OSError) as exc:
+            raise convert_sqlite_error(exc, "writing batch") from None
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("closing %s: %s", self.path, exc)
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection for queries (CLI, HTTP API). It never blocks the writer:
+    in WAL mode readers and the writer proceed concurrently."""
+    if not Path(path).exists():
+        raise StorageError(f"database not found: {path}")
+    try:
+        conn = sqlite3.connect(
+            f"file:{Path(path).resolve()}?mode=ro", uri=True, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise convert_sqlite_error(exc, f"opening {path} read-only") from None
+    return conn

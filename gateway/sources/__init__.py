@@ -1,0 +1,1 @@
+"""Message sources. Today: MQTT (:mod:`gateway.sources.mqtt`)."""

@@ -1,0 +1,336 @@
+"""The MQTT source: N broker connections, each with one long-lived reader coroutine.
+
+Per connection:
+
+* a connect loop with exponential backoff and jitter, building a **fresh client per
+  attempt** (a cancelled connect can leave an aiomqtt client's lock held);
+* a persistent session (fixed client id; 3.1.1 ``clean_session=False``; MQTT 5
+  ``clean_start=False`` plus a session expiry), resubscribing only when the broker
+  kept no session;
+* a bounded buffer filled by paho's callback and drained by the reader coroutine,
+  which decodes each message (:class:`Router`) and submits it to the pipeline. When
+  the pipeline is full the reader waits; when the buffer reaches ``receive_maximum``
+  the socket is no longer read — backpressure reaches the broker, nothing is dropped;
+* acks sent only by the pipeline after commit, and only on the connection the message
+  arrived on (a packet id from an earlier connection means nothing; the broker
+  redelivers those and the sink ignores the repeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections import deque
+from functools import partial
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import MqttConfig, SubscriptionConfig
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.router import Router
+from gateway.sources import _paho_adapter as adapter
+
+log = logging.getLogger(__name__)
+
+
+def build_client(config: MqttConfig, client_id: str) -> aiomqtt.Client:
+    """A fresh, unconnected aiomqtt client for one connection attempt."""
+    tls_params = None
+    if config.tls.active:
+        tls_params = aiomqtt.TLSParameters(
+            ca_certs=str(config.tls.ca) if config.tls.ca else None,
+            certfile=str(config.tls.cert) if config.tls.cert else None,
+            keyfile=str(config.tls.key) if config.tls.key else None,
+            cert_reqs=ssl.CERT_NONE if config.tls.insecure else ssl.CERT_REQUIRED,
+        )
+    password = config.password.get_secret_value() if config.password else None
+    if config.protocol == "5":
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = config.session_expiry_s
+        props.ReceiveMaximum = config.receive_maximum
+        return aiomqtt.Client(
+            config.host,
+            config.port,
+            identifier=client_id,
+            username=config.username,
+            password=password,
+            keepalive=config.keepalive,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            tls_params=tls_params,
+            tls_insecure=config.tls.insecure if tls_params else None,
+            timeout=config.connect_timeout_s,
+        )
+    return aiomqtt.Client(
+        config.host,
+        config.port,
+        identifier=client_id,
+        username=config.username,
+        password=password,
+        keepalive=config.keepalive,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=False,
+        tls_params=tls_params,
+        tls_insecure=config.tls.insecure if tls_params else None,
+        timeout=config.connect_timeout_s,
+    )
+
+
+def subscription_filter(sub: SubscriptionConfig, shared_group: str | None) -> str:
+    """The filter sent to the broker (``$share/<group>/`` prefixed when sharing)."""
+    return f"$share/{shared_group}/{sub.topic}" if shared_group else sub.topic
+
+
+class Connection:
+    """One broker connection and its reader coroutine."""
+
+    def __init__(
+        self,
+        index: int,
+        config: MqttConfig,
+        subscriptions: list[SubscriptionConfig],
+        router: Router,
+        pipeline: Pipeline,
+        metrics: Metrics,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.subscriptions = subscriptions
+        self.router = router
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.client_id = (
+            config.client_id if config.connections == 1 else f"{config.client_id}-{index}"
+        )
+        self.pending: deque[tuple[str, bytes, int, int, int]] = deque()
+        self.high_water = max(16, config.receive_maximum)
+        self.low_water = self.high_water // 2
+        self.handle: adapter.PahoHandle | None = None
+        self.generation = 0
+        self.connected = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = asyncio.Event()
+        self._stopped_reading = False
+        self._backpressured = False
+        self._last_state = ""
+
+    # -- paho callback side (runs inside loop_read on the event loop thread) --
+
+    def _on_message(self, message: adapter.RawMessage) -> None:
+        topic, payload, qos, mid = message
+        self.pending.append((topic, payload, qos, mid, self.generation))
+        self._idle.clear()
+        self._wakeup.set()
+        if (
+            len(self.pending) >= self.high_water
+            and self.handle is not None
+            and not self.handle.paused
+        ):
+            self._backpressured = True
+            self.metrics.paused_reads += 1
+            adapter.pause_reading(self.handle)
+
+    def _ack(self, generation: int, mid: int, qos: int) -> None:
+        handle = self.handle
+        if generation == self.generation and handle is not None and adapter.ack(handle, mid, qos):
+            self.metrics.acks_sent += 1
+        else:
+            self.metrics.acks_dropped += 1
+
+    # -- reader coroutine --
+
+    async def read_loop(self) -> None:
+        """Decode buffered messages and hand them to the pipeline, forever."""
+        pending = self.pending
+        route = self.router.route
+        submit = self.pipeline.submit
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while pending:
+                topic, payload, qos, mid, generation = pending.popleft()
+                envelope = route(topic, payload)
+                if qos:
+                    envelope.ack = partial(self._ack, generation, mid, qos)
+                await submit(envelope)
+                if self._backpressured and len(pending) <= self.low_water:
+                    self._backpressured = False
+                    if self.handle is not None and not self._stopped_reading:
+                        adapter.resume_reading(self.handle)
+            self._idle.set()
+
+    # -- connection lifecycle --
+
+    def _state(self, state: str, detail: str = "", level: int = logging.INFO) -> None:
+        """Log each state change once (a flapping broker does not flood the log)."""
+        key = f"{state}:{detail}"
+        if key != self._last_state:
+            self._last_state = key
+            log.log(level, "mqtt[%s] %s%s", self.client_id, state, f": {detail}" if detail else "")
+
+    async def run(self) -> None:
+        """Connect, subscribe, wait for the connection to end, reconnect; until closed."""
+        attempt = 0
+        while not self._closing.is_set():
+            client = build_client(self.config, self.client_id)
+            handle = adapter.configure(client, self._on_message)
+            try:
+                async with asyncio.timeout(self.config.connect_timeout_s):
+                    await client.__aenter__()
+            except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+                self._state("connect failed", str(exc) or type(exc).__name__, logging.WARNING)
+                attempt += 1
+                await self._backoff(attempt)
+                continue
+            self.generation += 1
+            self.handle = handle
+            if attempt or self.generation > 1:
+                self.metrics.reconnects += 1
+            attempt = 0
+            try:
+                await self._on_connected(client, handle)
+                if self._stopped_reading:
+                    adapter.pause_reading(handle)
+                self.connected.set()
+                self.metrics.connected += 1
+                closing = asyncio.ensure_future(self._closing.wait())
+                lost = asyncio.ensure_future(adapter.wait_disconnected(handle))
+                try:
+                    await asyncio.wait({closing, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closing.cancel()
+                    lost.cancel()
+                if self._closing.is_set():
+                    await self._disconnect(client)
+                    self._state("disconnected")
+                else:
+                    error = lost.result() if lost.done() and not lost.cancelled() else None
+                    self._state(
+                        "connection lost", str(error or "closed by broker"), logging.WARNING
+                    )
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                self._state("session setup failed", str(exc), logging.WARNING)
+                await self._disconnect(client)
+            finally:
+                if self.connected.is_set():
+                    self.metrics.connected -= 1
+                self.connected.clear()
+                self.handle = None
+            if not self._closing.is_set():
+                attempt += 1
+                await self._backoff(attempt)
+
+    async def _on_connected(self, client: aiomqtt.Client, handle: adapter.PahoHandle) -> None:
+        filters: list[tuple[str, int]] = [
+            (subscription_filter(s, self.config.shared_group), s.qos) for s in self.subscriptions
+        ]
+        if handle.session_present:
+            self._state("connected", "session resumed")
+            return
+        self._state("connected", "new session, subscribing")
+        async with asyncio.timeout(self.config.connect_timeout_s):
+            granted = await client.subscribe(filters)
+        for (topic, _qos), code in zip(filters, granted or [], strict=False):
+            value = getattr(code, "value", code)
+            if isinstance(value, int) and value >= 0x80:
+                log.error(
+                    "mqtt[%s] broker refused subscription %r (code %#x)",
+                    self.client_id,
+                    topic,
+                    value,
+                )
+
+    async def _disconnect(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+            async with asyncio.timeout(5):
+                await client.__aexit__(None, None, None)
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = min(
+            self.config.reconnect_max_s, self.config.reconnect_min_s * 2 ** min(attempt - 1, 16)
+        )
+        delay *= random.uniform(0.5, 1.0)  # jitter: a fleet of gateways does not reconnect in step
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._closing.wait()
+
+    async def stop_reading(self) -> None:
+        """Stop taking messages from the broker and wait until everything already
+        received was handed to the pipeline."""
+        self._stopped_reading = True
+        if self.handle is not None:
+            adapter.pause_reading(self.handle)
+        self._wakeup.set()
+        await self._idle.wait()
+
+    def close(self) -> None:
+        """Ask the connection to disconnect (after the pipeline acked what it could)."""
+        self._closing.set()
+
+
+class MqttSource:
+    """All connections of one gateway."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        subscriptions: list[SubscriptionConfig],
+        router: Router,
+        pipeline: Pipeline,
+        metrics: Metrics,
+    ) -> None:
+        self.connections = [
+            Connection(i, config, subscriptions, router, pipeline, metrics)
+            for i in range(config.connections)
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start every connection and its reader."""
+        for conn in self.connections:
+            self._tasks.append(asyncio.create_task(conn.run(), name=f"mqtt-{conn.client_id}"))
+            self._tasks.append(
+                asyncio.create_task(conn.read_loop(), name=f"reader-{conn.client_id}")
+            )
+
+    @property
+    def connected(self) -> bool:
+        """True when every connection is up."""
+        return all(c.connected.is_set() for c in self.connections)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until every connection is up (True) or the timeout passes (False)."""
+        try:
+            async with asyncio.timeout(timeout):
+                for conn in self.connections:
+                    await conn.connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop_reading(self) -> None:
+        """Stop reading on every connection; returns when buffers are handed over."""
+        await asyncio.gather(*(c.stop_reading() for c in self.connections))
+
+    async def close(self) -> None:
+        """Disconnect every connection and end all tasks."""
+        for conn in self.connections:
+            conn.close()
+        runners = self._tasks[0::2]
+        readers = self._tasks[1::2]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await asyncio.gather(*runners, return_exceptions=True)
+        for task in (*readers, *runners):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -1,0 +1,87 @@
+"""Topic templates: ``sensors/{site}/{sensor_id}/{metric}`` → fields and tags.
+
+A template is split on ``/``. Each level is a literal, ``+`` (any one level, ignored),
+``{name}`` (any one level, captured), or — last only — ``#`` (any remaining levels).
+``sensor_id`` and ``metric`` captures feed the reading; every other capture becomes a
+tag. Captured values are whole topic levels, so they never contain ``/``; they are
+stored with parameterised SQL only, never spliced into a statement.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.errors import DecodeError
+from gateway.models import NO_TAGS, Tags
+
+_NAME = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
+READING_FIELDS = frozenset({"sensor_id", "metric"})
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTemplate:
+    """A parsed template; build with :meth:`parse`."""
+
+    text: str
+    levels: tuple[str | None, ...]
+    """Per level: the capture name, ``None`` for ``+``, or ``"=literal"``."""
+    trailing_hash: bool
+
+    @classmethod
+    def parse(cls, text: str) -> TopicTemplate:
+        """Parse ``text``; raises ``ValueError`` with a reason on a bad template."""
+        if not text:
+            raise ValueError("topic_template is empty")
+        parts = text.split("/")
+        trailing_hash = parts[-1] == "#"
+        if trailing_hash:
+            parts = parts[:-1]
+        levels: list[str | None] = []
+        seen: set[str] = set()
+        for part in parts:
+            if part == "+":
+                levels.append(None)
+            elif part == "#":
+                raise ValueError(f"topic_template {text!r}: '#' is only allowed as the last level")
+            elif part.startswith("{") or part.endswith("}"):
+                match = _NAME.match(part)
+                if match is None:
+                    raise ValueError(f"topic_template {text!r}: bad placeholder {part!r}")
+                name = match.group(1)
+                if name in seen:
+                    raise ValueError(f"topic_template {text!r}: {{{name}}} appears twice")
+                seen.add(name)
+                levels.append(name)
+            elif "+" in part or "#" in part:
+                raise ValueError(f"topic_template {text!r}: wildcard inside level {part!r}")
+            else:
+                levels.append("=" + part)
+        return cls(text, tuple(levels), trailing_hash)
+
+    def match(self, topic: str) -> tuple[dict[str, str], Tags]:
+        """Split ``topic`` into reading fields (sensor_id/metric) and tags.
+
+        Raises :class:`DecodeError` when the topic does not fit the template.
+        """
+        parts = topic.split("/")
+        count = len(self.levels)
+        if len(parts) < count or (len(parts) > count and not self.trailing_hash):
+            raise DecodeError(f"topic {topic!r} does not match template {self.text!r}")
+        fields: dict[str, str] = {}
+        tags: list[tuple[str, str]] = []
+        for level, part in zip(self.levels, parts, strict=False):
+            if level is None:
+                continue
+            if level[0] == "=":
+                if level[1:] != part:
+                    raise DecodeError(f"topic {topic!r} does not match template {self.text!r}")
+                continue
+            if not part:
+                raise DecodeError(f"topic {topic!r}: empty level for {{{level}}}")
+            if level in READING_FIELDS:
+                fields[level] = part
+            else:
+                tags.append((level, part))
+        tags.sort()
+        return fields, (tuple(tags) if tags else NO_TAGS)

@@ -1,0 +1,1 @@
+"""tidegate-sim: a fake sensor fleet for load tests and end-to-end verification."""

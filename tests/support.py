@@ -1,0 +1,250 @@
+"""Test helpers: a private Mosquitto on a free loopback port, a gateway subprocess,
+and small MQTT/SQLite utilities. Only loopback addresses; every wait is bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until true; raise AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+        return True
+    return False
+
+
+class Broker:
+    """A private Mosquitto with persistence in ``workdir``; can be stopped, killed and
+    restarted on the same port (sessions and queued messages survive a clean restart)."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log = self.workdir / "mosquitto.log"
+
+    def write_conf(self) -> None:
+        self.conf.write_text(
+            f"listener {self.port} {HOST}\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 1\n"
+            "max_inflight_messages 1000\n"
+            "max_queued_messages 1000000\n"
+            "max_queued_bytes 0\n"
+            f"log_dest file {self.log}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            f"{self.extra_conf}\n"
+        )
+
+    def start(self) -> None:
+        self.write_conf()
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            wait_for(lambda: port_open(self.port), 10, what=f"mosquitto on port {self.port}")
+        except AssertionError:
+            err = (
+                self.proc.stderr.read().decode()
+                if self.proc.poll() is not None and self.proc.stderr
+                else ""
+            )
+            raise AssertionError(f"mosquitto did not start: {err}") from None
+
+    def stop(self) -> None:
+        """Clean stop: Mosquitto saves its persistence file."""
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_config(
+    path: Path, broker_port: int, db: Path, client_id: str = "tidegate-test", extra: str = ""
+) -> Path:
+    """A gateway config for tests (two subscriptions under ``sensors/``)."""
+    path.write_text(
+        f"""
+[mqtt]
+host = "{HOST}"
+port = {broker_port}
+client_id = "{client_id}"
+keepalive = 10
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0
+
+[[subscriptions]]
+topic = "sensors/+"
+topic_template = "sensors/{{sensor_id}}"
+
+[[subscriptions]]
+topic = "sensors/+/+"
+topic_template = "sensors/{{sensor_id}}/{{metric}}"
+
+[pipeline]
+shutdown_timeout_s = 20
+
+[storage]
+path = "{db}"
+
+{extra}
+"""
+    )
+    return path
+
+
+class GatewayProcess:
+    """``python -m gateway run`` in a subprocess, output captured to a log file."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log_path = log
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_connected: bool = True) -> GatewayProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        if wait_connected:
+            wait_for(
+                lambda: "connected" in self.log_text() or self.proc.poll() is not None,
+                20,
+                what="gateway connected",
+            )
+            assert self.proc.poll() is None, f"gateway exited: {self.log_text()}"
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self._log.close()
+
+
+def publish_many(
+    port: int,
+    messages: list[tuple[str, bytes]],
+    qos: int = 1,
+    client_id: str = "test-pub",
+    timeout: float = 60,
+) -> None:
+    """Publish ``messages`` with paho and wait until the broker acknowledged all."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    client.connect(HOST, port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            assert info.is_published(), "publish not acknowledged in time"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def db_rows(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def count(db: Path, table: str = "readings") -> int:
+    rows = db_rows(db, f"SELECT count(*) FROM {table}")
+    return int(rows[0][0]) if rows else 0
+
+
+def iter_json_messages(
+    n: int, sensors: int = 10, start_ms: int | None = None, prefix: str = "sensors"
+) -> Iterator[tuple[str, bytes]]:
+    """``n`` single-reading JSON messages with unique (sensor, ts) keys."""
+    import json
+
+    base = start_ms or (int(time.time() * 1000) - 3_600_000)
+    for i in range(n):
+        sensor = f"s{i % sensors}"
+        yield (
+            f"{prefix}/{sensor}/temperature",
+            json.dumps({"value": i * 0.5, "ts": base + i}).encode(),
+        )
