@@ -4,6 +4,7 @@ and small MQTT/SQLite utilities. Only loopback addresses; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -60,6 +61,9 @@ class Broker:
 
     def write_conf(self) -> None:
         self.conf.write_text(
+            # Run as root, Mosquitto drops to user "mosquitto", which cannot write its
+            # persistence file into our private temp dir: stay the invoking user.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} {HOST}\n"
             "allow_anonymous true\n"
             "persistence true\n"
