@@ -116,9 +116,15 @@ class Broker:
 
 
 def write_config(
-    path: Path, broker_port: int, db: Path, client_id: str = "tidegate-test", extra: str = ""
+    path: Path,
+    broker_port: int,
+    db: Path,
+    client_id: str = "tidegate-test",
+    extra: str = "",
+    pipeline: str = "",
 ) -> Path:
-    """A gateway config for tests (two subscriptions under ``sensors/``)."""
+    """A gateway config for tests (two subscriptions under ``sensors/``); ``pipeline``
+    adds lines to ``[pipeline]``, ``extra`` appends whole sections."""
     path.write_text(
         f"""
 [mqtt]
@@ -139,6 +145,7 @@ topic_template = "sensors/{{sensor_id}}/{{metric}}"
 
 [pipeline]
 shutdown_timeout_s = 20
+{pipeline}
 
 [storage]
 path = "{db}"
