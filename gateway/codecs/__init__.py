@@ -24,15 +24,14 @@ def register(name: str, codec: Codec) -> None:
 
 def get_codec(name: str) -> Codec:
     """The codec for format ``name``; raises ``KeyError`` for an unknown format."""
-    if not _REGISTRY:
-        _load_builtin()
+    if name not in _REGISTRY:
+        _load_builtin()  # a test may have imported one codec module directly first
     return _REGISTRY[name]
 
 
 def available() -> list[str]:
     """Names of every registered format."""
-    if not _REGISTRY:
-        _load_builtin()
+    _load_builtin()
     return sorted(_REGISTRY)
 
 

@@ -7,10 +7,17 @@ Accepted shapes (field names configurable per subscription):
 * a multi-metric object: ``{"temperature": 21.5, "humidity": 40.2, "ts": …}`` — every
   numeric (or boolean) leaf is a metric, nested objects are flattened with ``.``
   (Tasmota's ``{"AM2301": {"Temperature": 21.3}}`` → ``AM2301.Temperature``), and
-  non-numeric leaves (``"state": "ON"``) are skipped and counted, not errors.
+  non-numeric leaves (``"state": "ON"``, nulls, arrays) are skipped and counted, not
+  errors. A ``{metric}`` from the topic template becomes a prefix
+  (``…/climate`` + ``{"temperature": 21}`` → ``climate.temperature``);
+* a bare JSON number or boolean (ESPHome state topics): one reading, sensor_id and
+  metric from the topic template (metric ``value`` if the template has none); a bare
+  string or null is a skipped leaf.
 
-``sensor_id`` (and ``metric``) missing from the payload come from the topic template.
-Payload fields win over the topic unless the subscription sets ``topic_wins``.
+Booleans become 1/0. ``sensor_id`` (and ``metric``) missing from the payload come from
+the topic template. Payload fields win over the topic unless the subscription sets
+``topic_wins``. The timestamp field is read as ``ts_format`` says (auto, s, ms, us, ns,
+iso; see :func:`gateway.codecs._common.ts_ms`).
 
 The single/array shapes are validated by a pydantic ``TypeAdapter`` straight from the
 bytes (one pass in Rust); the multi-metric shape is parsed by pydantic-core and walked.
@@ -25,6 +32,7 @@ from pydantic import Field, StrictBool, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from gateway.codecs import register
+from gateway.codecs._common import checked, finite, option, ts_ms
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
 from gateway.validation import (
@@ -32,7 +40,6 @@ from gateway.validation import (
     check_tags,
     make_reading,
     merge_tags,
-    to_ts_ms,
 )
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -98,6 +105,7 @@ def _from_objects(items: list[Any], ctx: DecodeContext, names: tuple[str, ...]) 
     sid_key, metric_key, value_key, ts_key, unit_key, tags_key = names
     topic_sid = ctx.topic_fields.get("sensor_id")
     topic_metric = ctx.topic_fields.get("metric")
+    ts_format = option(ctx, "ts_format", "auto")
     readings: list[Reading] = []
     for index, item in enumerate(items):
         try:
@@ -112,7 +120,7 @@ def _from_objects(items: list[Any], ctx: DecodeContext, names: tuple[str, ...]) 
                 make_reading(
                     sensor_id,
                     metric,
-                    to_ts_ms(item.get(ts_key), ctx),
+                    ts_ms(item.get(ts_key), ts_format, ctx),
                     item[value_key],
                     item.get(unit_key),
                     tags,
@@ -140,24 +148,51 @@ def _from_multi_metric(data: dict[str, Any], ctx: DecodeContext, names: tuple[st
     sensor_id = _pick(data.get(sid_key), ctx.topic_fields.get("sensor_id"), ctx.topic_wins)
     if sensor_id is None:
         raise DecodeError("no sensor_id in payload or topic")
-    ts_ms = to_ts_ms(data.get(ts_key), ctx)
+    when = ts_ms(data.get(ts_key), option(ctx, "ts_format", "auto"), ctx)
     tags = merge_tags(ctx.topic_tags, check_tags(data.get(tags_key), ctx))
     reserved = {sid_key, metric_key, ts_key, unit_key, tags_key}
-    sep = ctx.options.flatten_separator if ctx.options is not None else "."
+    sep = option(ctx, "flatten_separator", ".")
+    # A {metric} captured from the topic names the group these leaves belong to.
+    prefix = ctx.topic_fields.get("metric") or ""
     leaves: list[tuple[str, Any]] = []
-    _flatten({k: v for k, v in data.items() if k not in reserved}, "", sep, leaves)
+    _flatten({k: v for k, v in data.items() if k not in reserved}, prefix, sep, leaves)
     readings: list[Reading] = []
     skipped = 0
     for name, value in leaves:
         if isinstance(value, bool | int | float):
-            readings.append(make_reading(sensor_id, name, ts_ms, value, None, tags, ctx))
+            number = finite(value, f"{name}")
+            readings.append(make_reading(sensor_id, name, when, number, None, tags, ctx))
         else:
             skipped += 1  # strings, nulls, arrays: not numbers, not errors
     return Decoded(readings, skipped)
 
 
+def _from_scalar(data: object, ctx: DecodeContext) -> Decoded:
+    """A bare JSON number/boolean: one reading named entirely by the topic."""
+    if not isinstance(data, bool | int | float):
+        return Decoded([], 1)  # a bare string or null: a non-numeric leaf
+    sensor_id = ctx.topic_fields.get("sensor_id")
+    if sensor_id is None:
+        raise DecodeError("a bare JSON value needs {sensor_id} in the topic_template")
+    metric = ctx.topic_fields.get("metric") or "value"
+    value = finite(data)
+    return Decoded([make_reading(sensor_id, metric, ctx.now_ms, value, None, ctx.topic_tags, ctx)])
+
+
 def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
-    """Decode a JSON payload into readings (see the module docstring for shapes)."""
+    """Decode a JSON payload into readings (see the module docstring for shapes).
+
+    Raises only :class:`DecodeError`.
+    """
+    try:
+        return _decode(payload, ctx)
+    except (OverflowError, ValueError, RecursionError) as exc:
+        # Numbers beyond float/str limits surface as these from the stdlib; a
+        # sensor's payload must never crash the decoder.
+        raise DecodeError(f"unusable JSON value: {exc}"[:200]) from None
+
+
+def _decode(payload: bytes, ctx: DecodeContext) -> Decoded:
     names = _fields(ctx)
     start = payload.lstrip()[:1]
     if start == b"[" and names == _DEFAULT_FIELDS:
@@ -165,7 +200,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
             items: list[Any] = _MANY.validate_json(payload)
         except ValidationError as exc:
             raise DecodeError(_reason(exc)) from None
-        return _checked(Decoded(_from_objects(items, ctx, names)), ctx)
+        return checked(Decoded(_from_objects(items, ctx, names)), ctx)
     try:
         data = pydantic_core.from_json(payload, allow_inf_nan=False)
     except ValueError as exc:
@@ -178,7 +213,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
             items = _MANY.validate_python(renamed)
         except ValidationError as exc:
             raise DecodeError(_reason(exc)) from None
-        return _checked(Decoded(_from_objects(items, ctx, _DEFAULT_FIELDS)), ctx)
+        return checked(Decoded(_from_objects(items, ctx, _DEFAULT_FIELDS)), ctx)
     if isinstance(data, dict):
         if names[2] in data:
             try:
@@ -186,8 +221,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
             except ValidationError as exc:
                 raise DecodeError(_reason(exc)) from None
             return Decoded(_from_objects([item], ctx, _DEFAULT_FIELDS))
-        return _checked(_from_multi_metric(data, ctx, names), ctx)
-    raise DecodeError(f"JSON payload must be an object or an array, got {type(data).__name__}")
+        return checked(_from_multi_metric(data, ctx, names), ctx)
+    return _from_scalar(data, ctx)
 
 
 def _canonical(item: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -198,14 +233,6 @@ def _canonical(item: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         if custom in item:
             out[canonical] = item[custom]
     return out
-
-
-def _checked(decoded: Decoded, ctx: DecodeContext) -> Decoded:
-    if len(decoded.readings) > ctx.limits.max_readings_per_message:
-        raise DecodeError(
-            f"{len(decoded.readings)} readings in one message (limit {ctx.limits.max_readings_per_message})"
-        )
-    return decoded
 
 
 register("json", decode)

@@ -1,0 +1,118 @@
+"""Small helpers shared by the codecs: timestamps in a configured unit, safe numbers,
+the per-message reading limit, and where sensor_id/metric come from.
+
+Everything here is pure and raises only :class:`~gateway.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from gateway.errors import DecodeError
+from gateway.models import Decoded
+from gateway.validation import DecodeContext, check_ts_ms, parse_iso_ms, to_ts_ms
+
+TsFormat = str
+"""One of ``auto``, ``s``, ``ms``, ``us``, ``ns``, ``iso`` (``SubscriptionConfig.ts_format``)."""
+
+_SCALE_TO_MS = {"s": 1000.0, "ms": 1.0, "us": 0.001, "ns": 0.000001}
+_INT_DIV = {"us": 1000, "ns": 1_000_000}
+
+NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+"""A plain decimal number: no ``inf``/``nan``, no ``_`` separators, no hex (unlike ``float()``)."""
+
+
+def option(ctx: DecodeContext, name: str, default: Any) -> Any:
+    """A codec option from the subscription config, or ``default`` without one."""
+    opts = ctx.options
+    return default if opts is None else getattr(opts, name, default)
+
+
+def finite(value: object, where: str = "value") -> float:
+    """``value`` (bool → 1.0/0.0, int, float) as a finite float, else DecodeError.
+
+    Unlike a bare ``float()`` this never raises OverflowError for huge integers.
+    """
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            raise DecodeError(f"{where} is too large ({str(value)[:20]}…)") from None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise DecodeError(f"{where} is not finite ({value})")
+    raise DecodeError(f"{where} must be a number, got {type(value).__name__}")
+
+
+def ts_ms(raw: object, fmt: TsFormat, ctx: DecodeContext) -> int:
+    """A timestamp in the configured format → checked epoch ms (None → receive time).
+
+    ``auto`` tells s/ms/µs/ns apart by magnitude and also takes ISO 8601 text;
+    ``s``/``ms``/``us``/``ns`` take numbers (or numeric text) in that unit; ``iso``
+    takes ISO 8601 text only (naive times are UTC).
+    """
+    if raw is None:
+        return ctx.now_ms
+    try:
+        if fmt == "auto":
+            return to_ts_ms(raw, ctx)
+        if fmt == "iso":
+            if not isinstance(raw, str):
+                raise DecodeError(
+                    f"timestamp must be ISO 8601 text (ts_format=iso), got {type(raw).__name__}"
+                )
+            return check_ts_ms(parse_iso_ms(raw), ctx)
+        return check_ts_ms(_scaled(raw, fmt), ctx)
+    except (OverflowError, ValueError, OSError):
+        raise DecodeError("timestamp out of range") from None
+
+
+def _scaled(raw: object, fmt: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise DecodeError(
+            f"timestamp must be a number of {fmt} (ts_format={fmt}), got {type(raw).__name__}"
+        )
+    number: int | float
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not NUMBER_RE.fullmatch(text):
+            raise DecodeError(f"timestamp {raw[:40]!r} is not a number of {fmt} (ts_format={fmt})")
+        number = int(text) if text.lstrip("+-").isdigit() else float(text)
+    else:
+        number = raw
+    if isinstance(number, float) and not math.isfinite(number):
+        raise DecodeError(f"timestamp is not finite ({number})")
+    if isinstance(number, int) and fmt in _INT_DIV:
+        return number // _INT_DIV[fmt]  # exact for big ns integers (floats lose digits)
+    return round(number * _SCALE_TO_MS[fmt])
+
+
+def checked(decoded: Decoded, ctx: DecodeContext) -> Decoded:
+    """Enforce ``max_readings_per_message``."""
+    limit = ctx.limits.max_readings_per_message
+    if len(decoded.readings) > limit:
+        raise DecodeError(f"{len(decoded.readings)} readings in one message (limit {limit})")
+    return decoded
+
+
+def topic_sensor(ctx: DecodeContext) -> str | None:
+    """The sensor_id captured by the topic template, if any."""
+    return ctx.topic_fields.get("sensor_id")
+
+
+def topic_metric(ctx: DecodeContext) -> str | None:
+    """The metric captured by the topic template, if any."""
+    return ctx.topic_fields.get("metric")
+
+
+def text_of(payload: bytes, what: str) -> str:
+    """Payload bytes as UTF-8 text, or a DecodeError naming the format."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{what} payload is not UTF-8 (bad byte at offset {exc.start})") from None
