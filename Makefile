@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
+PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
 .PHONY: help venv mosquitto lint format typecheck test unit demo bench bench-quick clean
 
@@ -22,12 +23,12 @@ mosquitto:
 	@scripts/ensure-mosquitto.sh
 
 lint: venv
-	$(BIN)/ruff check gateway simulators tests bench
-	$(BIN)/ruff format --check gateway simulators tests bench
+	$(BIN)/ruff check $(PY_PATHS)
+	$(BIN)/ruff format --check $(PY_PATHS)
 
 format: venv
-	$(BIN)/ruff format gateway simulators tests bench
-	$(BIN)/ruff check --fix gateway simulators tests bench
+	$(BIN)/ruff format $(PY_PATHS)
+	$(BIN)/ruff check --fix $(PY_PATHS)
 
 typecheck: venv
 	$(BIN)/mypy
