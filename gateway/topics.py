@@ -4,7 +4,11 @@ A template is split on ``/``. Each level is a literal, ``+`` (any one level, ign
 ``{name}`` (any one level, captured), or — last only — ``#`` (any remaining levels).
 ``sensor_id`` and ``metric`` captures feed the reading; every other capture becomes a
 tag. Captured values are whole topic levels, so they never contain ``/``; they are
-stored with parameterised SQL only, never spliced into a statement.
+stored with parameterised SQL only, never spliced into a statement, and tags are
+stored as canonical JSON (``json.dumps``), so a level such as ``'; DROP TABLE`` or
+``","x":"y`` is kept verbatim as data. Tag values obey the same rules as names
+(non-empty, printable, at most ``max_name_length`` characters); ``sensor_id`` and
+``metric`` are checked when the reading is built.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from dataclasses import dataclass
 
 from gateway.errors import DecodeError
 from gateway.models import NO_TAGS, Tags
+from gateway.validation import Limits, check_name
+
+_DEFAULT_LIMITS = Limits()
 
 _NAME = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
 READING_FIELDS = frozenset({"sensor_id", "metric"})
@@ -59,10 +66,16 @@ class TopicTemplate:
                 levels.append("=" + part)
         return cls(text, tuple(levels), trailing_hash)
 
-    def match(self, topic: str) -> tuple[dict[str, str], Tags]:
+    @property
+    def captures(self) -> tuple[str, ...]:
+        """The names of the ``{…}`` levels, in order."""
+        return tuple(level for level in self.levels if level is not None and level[0] != "=")
+
+    def match(self, topic: str, limits: Limits = _DEFAULT_LIMITS) -> tuple[dict[str, str], Tags]:
         """Split ``topic`` into reading fields (sensor_id/metric) and tags.
 
-        Raises :class:`DecodeError` when the topic does not fit the template.
+        Raises :class:`DecodeError` when the topic does not fit the template or a
+        captured tag value is empty, too long or holds control characters.
         """
         parts = topic.split("/")
         count = len(self.levels)
@@ -82,6 +95,6 @@ class TopicTemplate:
             if level in READING_FIELDS:
                 fields[level] = part
             else:
-                tags.append((level, part))
+                tags.append((level, check_name(f"topic level {{{level}}}", part, limits)))
         tags.sort()
         return fields, (tuple(tags) if tags else NO_TAGS)

@@ -21,6 +21,8 @@ COMMANDS = (
     "query",
     "sensors",
     "stats",
+    "decode",
+    "dead_letters",
 )
 
 
