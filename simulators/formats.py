@@ -1,0 +1,221 @@
+"""Payload formats: small encoder functions from one sensor sample to MQTT messages.
+
+A sample is one sensor's values for all its metrics at one timestamp. A format turns
+it into messages, each with the indexes of the metrics it carries, so the ledger
+knows exactly which (sensor, metric, ts) a broker acknowledgement covers. A format
+also builds the *faulty* messages the gateway must dead-letter (never store):
+
+* ``malformed``: not valid for the codec at all (truncated JSON, plain text, wrong
+  shape);
+* ``out_of_range``: well-formed but rejected by validation (NaN, a timestamp before
+  2000 or years in the future).
+
+Every faulty payload carries the marker ``tgfault:<run>-<n>`` so ``verify`` can find
+each one in the gateway's ``dead_letters`` table.
+
+Formats register in :data:`FORMATS`; adding one (SenML, Influx line protocol) means
+writing one :class:`Format` with its two encoder functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from simulators.signals import DECIMALS, UNITS
+
+FAULT_MARKER = "tgfault:"
+ABSURD_PAST_MS = 1_000  # 1970-01-01: before any sane min_ts
+ABSURD_FUTURE_MS = 32_503_680_000_000  # year 3000
+
+
+class Encoded(NamedTuple):
+    """One message to publish."""
+
+    topic: str
+    payload: bytes
+    covers: tuple[int, ...]
+    """Indexes (into the sensor's metrics) of the readings this message carries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a format needs to know about one sensor (built once per sensor)."""
+
+    sensor_id: str
+    metrics: tuple[str, ...]
+    topics: tuple[str, ...]
+    """One topic per metric for per-metric formats; one topic for multi-metric ones."""
+    sid_in_payload: bool
+    """The topic template has no ``{sensor_id}``: the payload must name the sensor."""
+    metric_in_payload: bool
+    """Per-metric format whose template has no ``{metric}``: the payload names it."""
+
+
+def _number(metric: str, value: float) -> str:
+    return f"{value:.{DECIMALS.get(metric, 3)}f}"
+
+
+def _unit_json(metric: str) -> str:
+    unit = UNITS.get(metric)
+    return "" if unit is None else f',"unit":{json.dumps(unit, ensure_ascii=False)}'
+
+
+# ---------------------------------------------------------------------------- json-reading
+
+
+def _reading_encode(target: Target, ts_ms: int, values: list[float]) -> list[Encoded]:
+    out: list[Encoded] = []
+    sid = f',"sensor_id":{json.dumps(target.sensor_id)}' if target.sid_in_payload else ""
+    for index, metric in enumerate(target.metrics):
+        name = f',"metric":{json.dumps(metric)}' if target.metric_in_payload else ""
+        text = f'{{"value":{_number(metric, values[index])},"ts":{ts_ms}{_unit_json(metric)}{sid}{name}}}'
+        out.append(Encoded(target.topics[index], text.encode(), (index,)))
+    return out
+
+
+def _reading_fault(
+    target: Target, ts_ms: int, values: list[float], kind: str, fault_id: str, variant: int
+) -> Encoded:
+    metric = target.metrics[variant % len(target.metrics)]
+    topic = target.topics[variant % len(target.topics)]
+    mark = f'"note":"{FAULT_MARKER}{fault_id}"'
+    sid = f',"sensor_id":{json.dumps(target.sensor_id)}' if target.sid_in_payload else ""
+    name = f',"metric":{json.dumps(metric)}' if target.metric_in_payload else ""
+    if kind == "malformed":
+        choice = variant % 3
+        if choice == 0:  # truncated in the middle of a number
+            text = f'{{{mark}{sid}{name},"value":{_number(metric, values[0])},"ts":{str(ts_ms)[:6]}'
+        elif choice == 1:  # not JSON at all
+            text = f"{FAULT_MARKER}{fault_id} {metric}={_number(metric, values[0])}"
+        else:  # JSON, but the value is not a number
+            text = f'{{{mark}{sid}{name},"value":"warm","ts":{ts_ms}}}'
+    else:
+        choice = variant % 3
+        if choice == 0:
+            text = f'{{{mark}{sid}{name},"value":NaN,"ts":{ts_ms}}}'
+        elif choice == 1:
+            text = (
+                f'{{{mark}{sid}{name},"value":{_number(metric, values[0])},"ts":{ABSURD_PAST_MS}}}'
+            )
+        else:
+            text = f'{{{mark}{sid}{name},"value":{_number(metric, values[0])},"ts":{ABSURD_FUTURE_MS}}}'
+    return Encoded(topic, text.encode(), ())
+
+
+# ------------------------------------------------------------------------------ json-multi
+
+
+def _multi_body(target: Target, values: list[float]) -> str:
+    return ",".join(
+        f'"{metric}":{_number(metric, values[i])}' for i, metric in enumerate(target.metrics)
+    )
+
+
+def _multi_encode(target: Target, ts_ms: int, values: list[float]) -> list[Encoded]:
+    sid = f',"sensor_id":{json.dumps(target.sensor_id)}' if target.sid_in_payload else ""
+    text = f'{{{_multi_body(target, values)},"ts":{ts_ms}{sid}}}'
+    return [Encoded(target.topics[0], text.encode(), tuple(range(len(target.metrics))))]
+
+
+def _multi_fault(
+    target: Target, ts_ms: int, values: list[float], kind: str, fault_id: str, variant: int
+) -> Encoded:
+    mark = f'"note":"{FAULT_MARKER}{fault_id}"'
+    sid = f',"sensor_id":{json.dumps(target.sensor_id)}' if target.sid_in_payload else ""
+    body = _multi_body(target, values)
+    choice = variant % 3
+    if kind == "malformed":
+        if choice == 0:  # truncated
+            text = f'{{{mark}{sid},{body},"ts":{str(ts_ms)[:6]}'
+        elif choice == 1:  # not JSON
+            text = f"{FAULT_MARKER}{fault_id} {body}"
+        else:  # an array of non-objects (the codec wants reading objects)
+            text = f'["{FAULT_MARKER}{fault_id}", 1, 2]'
+    elif choice == 0:
+        text = f'{{{mark}{sid},"{target.metrics[0]}":NaN,"ts":{ts_ms}}}'
+    elif choice == 1:
+        text = f'{{{mark}{sid},{body},"ts":{ABSURD_PAST_MS}}}'
+    else:
+        text = f'{{{mark}{sid},{body},"ts":{ABSURD_FUTURE_MS}}}'
+    return Encoded(target.topics[0], text.encode(), ())
+
+
+# -------------------------------------------------------------------------------- registry
+
+EncodeFn = Callable[[Target, int, list[float]], list[Encoded]]
+FaultFn = Callable[[Target, int, list[float], str, str, int], Encoded]
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """A payload format the simulator can send."""
+
+    name: str
+    default_topic: str
+    per_metric: bool
+    """True: one message per metric; False: one message carries all metrics."""
+    encode: EncodeFn
+    fault: FaultFn
+    """``fault(target, ts, values, kind, fault_id, variant)`` with kind ``malformed`` or
+    ``out_of_range``; ``variant`` picks among the ways to be wrong."""
+    units_stored: bool
+    """Whether the gateway stores the metric's unit (else the series unit is '')."""
+    description: str
+
+    def stored_unit(self, metric: str) -> str:
+        """The unit the gateway's series row will carry for ``metric``."""
+        if not self.units_stored:
+            return ""
+        return UNITS.get(metric) or ""
+
+
+FORMATS: dict[str, Format] = {
+    "json-reading": Format(
+        name="json-reading",
+        default_topic="sensors/{sensor_id}/{metric}",
+        per_metric=True,
+        encode=_reading_encode,
+        fault=_reading_fault,
+        units_stored=True,
+        description='one message per metric: {"value": 21.5, "ts": <ms>, "unit": "°C"}',
+    ),
+    "json-multi": Format(
+        name="json-multi",
+        default_topic="sensors/{sensor_id}",
+        per_metric=False,
+        encode=_multi_encode,
+        fault=_multi_fault,
+        units_stored=False,
+        description='one message per sample: {"temperature": 21.5, "humidity": 40.2, "ts": <ms>}',
+    ),
+}
+
+
+def make_target(fmt: Format, template: str, sensor_id: str, metrics: tuple[str, ...]) -> Target:
+    """Render ``template`` for one sensor. Raises ``ValueError`` on a template that
+    cannot work with ``fmt`` (``{metric}`` in a multi-metric format)."""
+    has_sid = "{sensor_id}" in template
+    has_metric = "{metric}" in template
+    if has_metric and not fmt.per_metric:
+        raise ValueError(f"--topic {template!r}: {{metric}} makes no sense for --format {fmt.name}")
+    if "+" in template or "#" in template:
+        raise ValueError(f"--topic {template!r}: wildcards cannot be published to")
+    base = template.replace("{sensor_id}", sensor_id)
+    if fmt.per_metric:
+        topics = tuple(base.replace("{metric}", metric) for metric in metrics)
+    else:
+        topics = (base,)
+    if "{" in topics[0] or "}" in topics[0]:
+        raise ValueError(
+            f"--topic {template!r}: only {{sensor_id}} and {{metric}} placeholders are known"
+        )
+    return Target(
+        sensor_id=sensor_id,
+        metrics=metrics,
+        topics=topics,
+        sid_in_payload=not has_sid,
+        metric_in_payload=fmt.per_metric and not has_metric,
+    )
