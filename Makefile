@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
-.PHONY: help venv mosquitto lint format typecheck test unit demo bench bench-quick clean
+.PHONY: help venv mosquitto chromium lint format typecheck test unit demo bench bench-quick clean
 
 help:
 	@echo "make demo   - broker + simulator + gateway + a query, end to end"
@@ -22,6 +22,9 @@ venv: $(STAMP)
 mosquitto:
 	@scripts/ensure-mosquitto.sh
 
+chromium:
+	@scripts/ensure-chromium.sh
+
 lint: venv
 	$(BIN)/ruff check $(PY_PATHS)
 	$(BIN)/ruff format --check $(PY_PATHS)
@@ -33,7 +36,7 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv mosquitto lint typecheck
+test: venv mosquitto chromium lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv

@@ -176,6 +176,61 @@ class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ApiConfig(_Section):
+    """``[api]``: the HTTP API, Prometheus metrics and dashboard (``docs/api.md``).
+
+    Bound to a non-loopback address, a bearer token (``token``, ``TIDEGATE_API__TOKEN``
+    or ``token_file``) is required unless ``allow_insecure_bind`` says otherwise.
+    """
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    allow_insecure_bind: bool = False
+    max_rows: int = Field(10_000, ge=1, le=1_000_000)
+    max_export_rows: int = Field(1_000_000, ge=1, le=100_000_000)
+    max_range: str = "31d"
+    max_buckets: int = Field(10_000, ge=1, le=1_000_000)
+    query_timeout_s: float = Field(10.0, gt=0, le=3600)
+    query_threads: int = Field(2, ge=1, le=16)
+    max_exports: int = Field(2, ge=1, le=64)
+    rate_limit_per_s: float = Field(20.0, ge=0)
+    rate_limit_burst: int = Field(60, ge=1)
+    max_request_bytes: int = Field(16_384, ge=0)
+    max_connections: int = Field(64, ge=1, le=10_000)
+    stale_after_s: int = Field(300, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exposure_is_intended(self) -> ApiConfig:
+        from gateway.api.bind import is_loopback_host
+        from gateway.errors import QueryError
+        from gateway.query import parse_duration_ms
+
+        try:
+            parse_duration_ms(self.max_range)
+        except QueryError as exc:
+            raise ConfigError("api.max_range", str(exc)) from None
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise ConfigError("api.token", "is empty")
+        if self.token_file is not None and not Path(self.token_file).is_file():
+            raise ConfigError("api.token_file", f"file not found: {self.token_file}")
+        exposed = self.enabled and not is_loopback_host(self.host)
+        unprotected = self.token is None and self.token_file is None
+        if exposed and unprotected and not self.allow_insecure_bind:
+            raise ConfigError(
+                "api.token",
+                f"required when api.host ({self.host}) is not a loopback address: set"
+                " api.token, TIDEGATE_API__TOKEN or api.token_file"
+                " (or api.allow_insecure_bind = true to serve without one)",
+            )
+        return self
+
+
 def _default_subscriptions() -> list[SubscriptionConfig]:
     return [SubscriptionConfig(topic="sensors/#", topic_template="sensors/{sensor_id}/#")]
 
@@ -191,6 +246,7 @@ class Settings(_Section):
     storage: StorageConfig = StorageConfig()
     validation: ValidationConfig = ValidationConfig()
     log: LogConfig = LogConfig()
+    api: ApiConfig = ApiConfig()
 
 
 SECRET_KEYS = frozenset({"password", "token"})

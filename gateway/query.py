@@ -282,3 +282,57 @@ def aggregate(
                 "min": vmin, "max": vmax, "avg": vavg, "sum": vsum, "count": vcount, "last": vlast,
             }  # fmt: skip
             yield Bucket(sensor_id, metric_name, b * bucket_ms, {a: all_values[a] for a in aggs})
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """One series with its newest reading (``None`` when it has none)."""
+
+    series_id: int
+    sensor_id: str
+    metric: str
+    unit: str | None
+    tags: dict[str, str]
+    last_ts_ms: int | None
+    last_value: float | None
+
+
+def latest(
+    conn: sqlite3.Connection, sensor: str | None = None, metric: str | None = None
+) -> list[Latest]:
+    """The newest reading of every matching series, in one statement (an index seek
+    per series, no scan), ordered by sensor and metric. At most
+    :data:`MAX_SERIES_PER_QUERY` series."""
+    sql = (
+        "SELECT s.id, s.sensor_id, s.metric, s.unit, s.tags, r.ts, r.value FROM series s"
+        " LEFT JOIN readings r ON r.series_id = s.id"
+        " AND r.ts = (SELECT max(ts) FROM readings WHERE series_id = s.id)"
+    )
+    where: list[str] = []
+    params: list[object] = []
+    if sensor is not None:
+        where.append("s.sensor_id = ?")
+        params.append(sensor)
+    if metric is not None:
+        where.append("s.metric = ?")
+        params.append(metric)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY s.sensor_id, s.metric, s.id LIMIT ?"
+    params.append(MAX_SERIES_PER_QUERY + 1)
+    rows = conn.execute(sql, params).fetchall()
+    if len(rows) > MAX_SERIES_PER_QUERY:
+        raise QueryError(
+            f"more than {MAX_SERIES_PER_QUERY} series match; narrow with sensor or metric"
+        )
+    return [Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), r[5], r[6]) for r in rows]
+
+
+def time_bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
+    """``(oldest_ts_ms, newest_ts_ms)`` over all readings, by two index seeks per series
+    rather than a scan of the readings table (cheap enough for every metrics scrape)."""
+    row = conn.execute(
+        "SELECT min((SELECT min(ts) FROM readings WHERE series_id = s.id)),"
+        " max((SELECT max(ts) FROM readings WHERE series_id = s.id)) FROM series s"
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)

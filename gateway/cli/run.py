@@ -22,7 +22,13 @@ def register(subparsers: Any) -> None:
 
 def default_services(settings: Settings) -> list[Service]:
     """Extra services started with the gateway (HTTP API, storage maintenance)."""
-    return []
+    services: list[Service] = []
+    if settings.api.enabled:
+        # Imported only when enabled: the web stack costs memory (docs/decisions/0050).
+        from gateway.api.service import api_service
+
+        services.append(api_service(settings))
+    return services
 
 
 def _event_loop_factory() -> Any:

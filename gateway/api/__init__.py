@@ -1,0 +1,22 @@
+"""The HTTP API, Prometheus metrics and web dashboard, served from the gateway process.
+
+Modules, one job each (``docs/api.md`` is the user guide):
+
+* :mod:`~gateway.api.service` — the gateway :data:`~gateway.app.Service`: binds the
+  socket, runs uvicorn on the gateway's own event loop, stops with it.
+* :mod:`~gateway.api.app` — builds the Starlette application (routes, error handlers).
+* :mod:`~gateway.api.handlers` — the endpoints.
+* :mod:`~gateway.api.guard` — bearer token, per-client rate limit, request size,
+  security headers (one pure ASGI middleware).
+* :mod:`~gateway.api.state` — what the endpoints share (gateway view, rate meter).
+* :mod:`~gateway.api.reader` — read-only SQLite connections on worker threads, with a
+  per-query deadline, so a heavy query never blocks ingestion.
+* :mod:`~gateway.api.params` — request parameters and the opaque page cursor.
+* :mod:`~gateway.api.prometheus` — the ``/metrics`` text format.
+* :mod:`~gateway.api.openapi` — the hand-written OpenAPI 3.1 document.
+* :mod:`~gateway.api.bind` — loopback detection and socket binding (stdlib only: the
+  config module imports it, so it must not pull in the web stack).
+
+Importing this package imports nothing heavy; the web stack is loaded only when the
+API is enabled.
+"""

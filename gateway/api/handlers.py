@@ -1,0 +1,478 @@
+"""The endpoints. Each one checks its parameters (:mod:`gateway.api.params`), runs its
+query through :mod:`gateway.query` on the read pool, and answers JSON (or streamed CSV).
+
+Errors: :class:`~gateway.errors.QueryError` → 400 ``{"error": …}``, a database failure
+→ 503 (mapped in :mod:`gateway.api.app`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from gateway import query
+from gateway.api import params, prometheus
+from gateway.api.state import ApiState
+from gateway.errors import QueryError
+from gateway.validation import format_ms
+
+T = TypeVar("T")
+
+DEFAULT_SPAN_MS = 24 * 3_600_000
+DEFAULT_LIMIT = 1000
+DB_GAUGES_TTL_S = 5.0
+STATS_TTL_S = 10.0
+CSV_CHUNK = 1000
+
+
+def state_of(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso(ts_ms: int | None) -> str | None:
+    return None if ts_ms is None else format_ms(ts_ms)
+
+
+def finite(value: float | int | None) -> float | int | None:
+    """JSON has no inf/NaN: a sum that overflowed becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def no_store(response: Response) -> Response:
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def reply(content: Any, status: int = 200) -> Response:
+    return no_store(JSONResponse(content, status_code=status))
+
+
+async def cached(state: ApiState, key: str, ttl: float, load: Callable[[], Awaitable[T]]) -> T:
+    """``load()`` at most once per ``ttl`` seconds (database figures for scrapes and
+    dashboards that poll)."""
+    hit = state.cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < ttl:
+        value: T = hit[1]  # type: ignore[assignment]
+        return value
+    fresh = await load()
+    state.cache[key] = (now, fresh)
+    return fresh
+
+
+# --- health ------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    """Process alive: the event loop answers."""
+    state = state_of(request)
+    return reply({"status": "ok", "uptime_s": round(time.time() - state.started_at, 3)})
+
+
+async def readyz(request: Request) -> Response:
+    """Broker connected and database writable; 503 with reasons otherwise."""
+    state = state_of(request)
+    metrics = state.gateway.metrics
+    reasons: list[str] = []
+    if not state.gateway.source.connected:
+        reasons.append("broker not connected")
+    if not metrics.storage_ok:
+        detail = metrics.storage_error or "last write failed"
+        reasons.append(f"database not writable: {detail}")
+    if reasons:
+        return reply(
+            {"status": "not ready", "reasons": reasons, "error": "; ".join(reasons)}, status=503
+        )
+    return reply({"status": "ready", "reasons": []})
+
+
+# --- metrics and live figures --------------------------------------------------------
+
+
+def _database_gauges(conn: sqlite3.Connection, path: Path) -> prometheus.DatabaseGauges:
+    oldest, newest = query.time_bounds(conn)
+    series = int(conn.execute("SELECT count(*) FROM series").fetchone()[0])
+    wal = Path(f"{path}-wal")
+    return prometheus.DatabaseGauges(
+        path.stat().st_size if path.exists() else 0,
+        wal.stat().st_size if wal.exists() else 0,
+        series,
+        oldest,
+        newest,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    state = state_of(request)
+
+    async def load() -> prometheus.DatabaseGauges:
+        return await state.reader.run(_database_gauges, state.database)
+
+    db = await cached(state, "gauges", DB_GAUGES_TTL_S, load)
+    text = prometheus.render(
+        state.gateway.metrics, db, started_at=state.started_at, version=state.version
+    )
+    return no_store(Response(text, media_type=prometheus.CONTENT_TYPE))
+
+
+def live_figures(state: ApiState) -> dict[str, Any]:
+    """Runtime figures from memory only (no database access): cheap to poll."""
+    m = state.gateway.metrics
+    readings_rate, messages_rate, window = state.meter.rates()
+    return {
+        "uptime_s": round(time.time() - state.started_at, 3),
+        "broker_connected": state.gateway.source.connected,
+        "connections": m.connected,
+        "storage_ok": m.storage_ok,
+        "storage_error": m.storage_error,
+        "queue_depth": m.queue_depth(),
+        "queue_capacity": m.queue_capacity,
+        "messages_received": m.messages_received,
+        "messages_committed": m.messages_committed,
+        "messages_dead_lettered": m.messages_dead_lettered,
+        "readings_stored": m.readings_stored,
+        "duplicates_ignored": m.duplicates_ignored,
+        "reconnects": m.reconnects,
+        "batches": m.batches,
+        "commit_latency_p50_s": finite(m.commit_latency.quantile(0.5)),
+        "commit_latency_p99_s": finite(m.commit_latency.quantile(0.99)),
+        "ingest_rate": {
+            "readings_per_s": round(readings_rate, 2),
+            "messages_per_s": round(messages_rate, 2),
+            "window_s": round(window, 2),
+        },
+    }
+
+
+async def live(request: Request) -> Response:
+    """Runtime figures for the dashboard's live panel."""
+    return reply(live_figures(state_of(request)))
+
+
+async def stats(request: Request) -> Response:
+    """Database totals (cached for a few seconds: counting scans) plus runtime figures."""
+    state = state_of(request)
+
+    async def load() -> query.Stats:
+        return await state.reader.run(query.stats, state.database)
+
+    totals = await cached(state, "stats", STATS_TTL_S, load)
+    database = {
+        "readings": totals.readings,
+        "series": totals.series,
+        "sensors": totals.sensors,
+        "dead_letters": totals.dead_letters,
+        "database_bytes": totals.database_bytes,
+        "wal_bytes": totals.wal_bytes,
+        "bytes_per_reading": (
+            round(totals.database_bytes / totals.readings, 2) if totals.readings else None
+        ),
+        "oldest": iso(totals.oldest_ts_ms),
+        "oldest_ms": totals.oldest_ts_ms,
+        "newest": iso(totals.newest_ts_ms),
+        "newest_ms": totals.newest_ts_ms,
+    }
+    return reply({"database": database, "runtime": live_figures(state)})
+
+
+# --- sensors ------------------------------------------------------------------------
+
+
+async def sensors(request: Request) -> Response:
+    """Every sensor with its metrics' last values and when it was last seen."""
+    state = state_of(request)
+    qp = request.query_params
+    sensor = params.text(qp, "sensor")
+    metric = params.text(qp, "metric")
+    rows = await state.reader.run(query.latest, sensor, metric)
+    now = now_ms()
+    stale_ms = state.config.stale_after_s * 1000
+    grouped: dict[str, list[query.Latest]] = {}
+    for row in rows:
+        grouped.setdefault(row.sensor_id, []).append(row)
+    out = []
+    for sensor_id, series in grouped.items():
+        seen = [s.last_ts_ms for s in series if s.last_ts_ms is not None]
+        last_ms = max(seen) if seen else None
+        out.append(
+            {
+                "sensor_id": sensor_id,
+                "last_seen": iso(last_ms),
+                "last_seen_ms": last_ms,
+                "age_s": None if last_ms is None else round((now - last_ms) / 1000, 3),
+                "stale": last_ms is None or now - last_ms > stale_ms,
+                "metrics": [
+                    {
+                        "metric": s.metric,
+                        "unit": s.unit,
+                        "tags": s.tags,
+                        "last_value": s.last_value,
+                        "last_ts": iso(s.last_ts_ms),
+                        "last_ts_ms": s.last_ts_ms,
+                    }
+                    for s in series
+                ],
+            }
+        )
+    return reply(
+        {
+            "now": iso(now),
+            "stale_after_s": state.config.stale_after_s,
+            "count": len(out),
+            "sensors": out,
+        }
+    )
+
+
+# --- streaming CSV ------------------------------------------------------------------
+
+
+def _csv_lines(rows: Iterable[Iterable[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+async def _csv_response(
+    state: ApiState,
+    header: list[str],
+    make: Callable[[sqlite3.Connection], Iterator[T]],
+    to_row: Callable[[T], list[object]],
+    filename: str,
+) -> Response:
+    """Stream ``make(conn)`` as CSV, chunk by chunk, never holding the whole result.
+
+    The first chunk is read before the response starts, so a bad request still gets
+    a proper 400 rather than a cut-off 200.
+    """
+    if state.exports_running >= state.config.max_exports:
+        return reply({"error": "too many exports running; try again shortly"}, status=429)
+    chunks = state.reader.stream(make, CSV_CHUNK)
+    iterator = aiter(chunks)
+    try:
+        first = await anext(iterator, None)
+    except BaseException:
+        await chunks.aclose()
+        raise
+
+    async def body() -> AsyncIterator[str]:
+        state.exports_running += 1
+        try:
+            yield _csv_lines([header])
+            if first is not None:
+                yield _csv_lines(to_row(item) for item in first)
+                async for chunk in iterator:
+                    yield _csv_lines(to_row(item) for item in chunk)
+        finally:
+            state.exports_running -= 1
+            await chunks.aclose()
+
+    response = StreamingResponse(body(), media_type="text/csv; charset=utf-8")
+    response.headers["content-disposition"] = f'attachment; filename="{filename}"'
+    return no_store(response)
+
+
+# --- readings -----------------------------------------------------------------------
+
+
+def _reading_json(row: query.ReadingRow) -> dict[str, Any]:
+    return {
+        "sensor_id": row.sensor_id,
+        "metric": row.metric,
+        "ts": format_ms(row.ts_ms),
+        "ts_ms": row.ts_ms,
+        "value": row.value,
+        "unit": row.unit,
+        "tags": row.tags,
+    }
+
+
+def _reading_csv(row: query.ReadingRow) -> list[object]:
+    tags = json.dumps(row.tags, separators=(",", ":"), sort_keys=True) if row.tags else ""
+    return [
+        format_ms(row.ts_ms),
+        row.ts_ms,
+        row.sensor_id,
+        row.metric,
+        row.value,
+        row.unit or "",
+        tags,
+    ]
+
+
+READING_CSV_HEADER = ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags"]
+
+
+async def readings(request: Request) -> Response:
+    """Raw readings in ``[from, to)``, keyset-paginated (JSON) or streamed (CSV)."""
+    state = state_of(request)
+    qp = request.query_params
+    now = now_ms()
+    csv_wanted = params.wants_csv(qp, request.headers.get("accept", ""))
+    sensor = params.text(qp, "sensor")
+    metric = params.text(qp, "metric")
+    span = params.time_range(qp, now, DEFAULT_SPAN_MS, state.max_range_ms, open_end=True)
+    order = (params.text(qp, "order") or "asc").lower()
+    if order not in ("asc", "desc"):
+        raise QueryError("order must be asc or desc")
+    descending = order == "desc"
+    after = params.decode_cursor(params.text(qp, "cursor"))
+    high = state.config.max_export_rows if csv_wanted else state.config.max_rows
+    limit = params.integer(qp, "limit", high if csv_wanted else min(DEFAULT_LIMIT, high), 1, high)
+
+    def select(conn: sqlite3.Connection, how_many: int) -> Iterator[query.ReadingRow]:
+        return query.readings(
+            conn,
+            sensor=sensor,
+            metric=metric,
+            since_ms=span.since_ms,
+            until_ms=span.until_ms,
+            limit=how_many,
+            after=after,
+            descending=descending,
+        )
+
+    if csv_wanted:
+        return await _csv_response(
+            state,
+            READING_CSV_HEADER,
+            lambda conn: select(conn, limit),
+            _reading_csv,
+            "readings.csv",
+        )
+
+    def page(conn: sqlite3.Connection) -> list[query.ReadingRow]:
+        return list(itertools.islice(select(conn, limit + 1), limit + 1))
+
+    rows = await state.reader.run(page)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = params.encode_cursor(rows[-1].ts_ms, rows[-1].series_id)
+    return reply(
+        {
+            "from": iso(span.since_ms),
+            "to": iso(span.until_ms),
+            "order": order,
+            "count": len(rows),
+            "next_cursor": next_cursor,
+            "readings": [_reading_json(row) for row in rows],
+        }
+    )
+
+
+# --- aggregates ---------------------------------------------------------------------
+
+EXTRA_BUCKET_FIELDS = ("tier", "source")
+"""Optional attributes a :class:`query.Bucket` may carry (e.g. which rollup tier served
+it); passed through to the response when present."""
+
+
+def _bucket_extras(bucket: query.Bucket) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    for name in EXTRA_BUCKET_FIELDS:
+        value = getattr(bucket, name, None)
+        if value is not None:
+            extras[name] = value if isinstance(value, str | int | float | bool) else str(value)
+    return extras
+
+
+async def aggregate(request: Request) -> Response:
+    """Time buckets (``1m``, ``1h``, ``1d``, …) with min/max/avg/sum/count/last."""
+    state = state_of(request)
+    qp = request.query_params
+    now = now_ms()
+    csv_wanted = params.wants_csv(qp, request.headers.get("accept", ""))
+    sensor = params.text(qp, "sensor")
+    metric = params.text(qp, "metric")
+    max_range_ms = state.max_range_ms
+    span = params.time_range(qp, now, DEFAULT_SPAN_MS, max_range_ms, open_end=False)
+    bucket_ms = params.duration_ms(qp, "bucket", "1h", max_range_ms)
+    aggs = params.aggregates(qp.getlist("agg"))
+    until_ms = span.until_ms if span.until_ms is not None else now
+    max_buckets = state.config.max_buckets
+    if (until_ms - span.since_ms) // bucket_ms > max_buckets:
+        raise QueryError(
+            f"more than {max_buckets} buckets per series (api.max_buckets);"
+            " use a larger bucket or a shorter range"
+        )
+
+    def select(conn: sqlite3.Connection) -> Iterator[query.Bucket]:
+        return query.aggregate(
+            conn,
+            sensor=sensor,
+            metric=metric,
+            since_ms=span.since_ms,
+            until_ms=until_ms,
+            bucket_ms=bucket_ms,
+            aggs=aggs,
+            max_buckets=max_buckets,
+        )
+
+    if csv_wanted:
+        header = ["start", "start_ms", "sensor_id", "metric", *aggs]
+
+        def to_row(b: query.Bucket) -> list[object]:
+            values = [finite(b.values.get(a)) for a in aggs]
+            return [format_ms(b.start_ms), b.start_ms, b.sensor_id, b.metric, *values]
+
+        return await _csv_response(state, header, select, to_row, "aggregate.csv")
+
+    max_rows = state.config.max_rows
+
+    def collect(conn: sqlite3.Connection) -> list[query.Bucket]:
+        out = list(itertools.islice(select(conn), max_rows + 1))
+        if len(out) > max_rows:
+            raise QueryError(
+                f"more than {max_rows} buckets in total (api.max_rows); narrow with sensor"
+                " or metric, or use a larger bucket"
+            )
+        return out
+
+    buckets = await state.reader.run(collect)
+    series: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    last_start = -1
+    for b in buckets:
+        if (
+            current is None
+            or current["sensor_id"] != b.sensor_id
+            or current["metric"] != b.metric
+            or b.start_ms <= last_start
+        ):
+            current = {"sensor_id": b.sensor_id, "metric": b.metric, "buckets": []}
+            series.append(current)
+        last_start = b.start_ms
+        entry: dict[str, Any] = {"start": format_ms(b.start_ms), "start_ms": b.start_ms}
+        entry.update({a: finite(b.values.get(a)) for a in aggs})
+        entry.update(_bucket_extras(b))
+        current["buckets"].append(entry)
+    return reply(
+        {
+            "from": iso(span.since_ms),
+            "to": iso(until_ms),
+            "bucket": params.text(qp, "bucket") or "1h",
+            "bucket_ms": bucket_ms,
+            "aggregates": aggs,
+            "series": series,
+        }
+    )

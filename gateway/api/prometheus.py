@@ -1,0 +1,196 @@
+"""``/metrics``: the gateway's counters in the Prometheus text exposition format 0.0.4.
+
+Hand-written (a dozen families do not need a client library): counters end in
+``_total``, histograms have cumulative ``_bucket{le=…}``, ``_sum`` and ``_count``, label
+values are escaped. Database figures come from :class:`DatabaseGauges`, read on a
+worker thread and cached by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from gateway.metrics import Histogram, Metrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseGauges:
+    """Figures read from the database for a scrape."""
+
+    database_bytes: int
+    wal_bytes: int
+    series: int
+    oldest_ts_ms: int | None
+    newest_ts_ms: int | None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
+        if labels:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{inner}}} {_number(value)}")
+        else:
+            self.lines.append(f"{name} {_number(value)}")
+
+    def single(self, name: str, kind: str, help_text: str, value: float) -> None:
+        self.family(name, kind, help_text)
+        self.sample(name, value)
+
+    def histogram(self, name: str, help_text: str, hist: Histogram) -> None:
+        self.family(name, "histogram", help_text)
+        for bound, count in hist.cumulative():
+            self.sample(f"{name}_bucket", count, {"le": _number(bound)})
+        self.sample(f"{name}_sum", hist.total)
+        self.sample(f"{name}_count", hist.count)
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def render(
+    metrics: Metrics,
+    db: DatabaseGauges | None,
+    *,
+    started_at: float,
+    version: str,
+    now: float | None = None,
+) -> str:
+    """The whole exposition text for one scrape."""
+    now = time.time() if now is None else now
+    out = _Writer()
+    out.family("tidegate_info", "gauge", "Build information.")
+    out.sample("tidegate_info", 1, {"version": version})
+    out.single(
+        "process_start_time_seconds", "gauge", "Start time of the process (epoch s).", started_at
+    )
+    out.single(
+        "process_resident_memory_bytes", "gauge", "Resident memory size.", resident_memory_bytes()
+    )
+
+    subs = sorted(metrics.by_subscription.items())
+    for name, attr, help_text in (
+        ("tidegate_messages_received_total", "received", "MQTT messages received."),
+        (
+            "tidegate_messages_stored_total",
+            "stored_messages",
+            "Messages whose readings were committed.",
+        ),
+        (
+            "tidegate_messages_dead_lettered_total",
+            "dead_lettered",
+            "Messages stored as dead letters (could not be decoded).",
+        ),
+        ("tidegate_leaves_skipped_total", "skipped", "Payload fields skipped (not numeric)."),
+    ):
+        out.family(name, "counter", help_text + " By subscription.")
+        for label, counters in subs:
+            out.sample(name, getattr(counters, attr), {"subscription": label})
+
+    for name, value, help_text in (
+        ("tidegate_messages_committed_total", metrics.messages_committed, "Messages committed."),
+        ("tidegate_messages_empty_total", metrics.messages_empty, "Messages with no readings."),
+        ("tidegate_readings_stored_total", metrics.readings_stored, "Readings stored."),
+        (
+            "tidegate_duplicates_ignored_total",
+            metrics.duplicates_ignored,
+            "Readings already stored (redeliveries), ignored.",
+        ),
+        ("tidegate_batches_total", metrics.batches, "Batches committed."),
+        ("tidegate_write_errors_total", metrics.write_errors, "Failed batch writes (retried)."),
+        ("tidegate_reconnects_total", metrics.reconnects, "Broker reconnections."),
+        ("tidegate_acks_sent_total", metrics.acks_sent, "Acknowledgements sent after commit."),
+        (
+            "tidegate_acks_dropped_total",
+            metrics.acks_dropped,
+            "Acks not sent because their connection was gone (the broker redelivers).",
+        ),
+        (
+            "tidegate_paused_reads_total",
+            metrics.paused_reads,
+            "Times reading paused because the queue was full (backpressure).",
+        ),
+    ):
+        out.single(name, "counter", help_text, value)
+
+    out.single(
+        "tidegate_broker_connections", "gauge", "Open broker connections.", metrics.connected
+    )
+    out.single(
+        "tidegate_storage_ok",
+        "gauge",
+        "1 while the last database write succeeded.",
+        1 if metrics.storage_ok else 0,
+    )
+    out.single(
+        "tidegate_queue_depth", "gauge", "Messages waiting for the writer.", metrics.queue_depth()
+    )
+    out.single(
+        "tidegate_queue_capacity", "gauge", "Queue capacity (messages).", metrics.queue_capacity
+    )
+    out.histogram(
+        "tidegate_batch_readings", "Readings per committed batch.", metrics.batch_readings
+    )
+    out.histogram(
+        "tidegate_commit_latency_seconds",
+        "Seconds from a message's arrival to its batch committing.",
+        metrics.commit_latency,
+    )
+    out.histogram(
+        "tidegate_commit_duration_seconds",
+        "Seconds one batch transaction took.",
+        metrics.commit_duration,
+    )
+
+    if db is not None:
+        out.family("tidegate_database_size_bytes", "gauge", "Size of the database files.")
+        out.sample("tidegate_database_size_bytes", db.database_bytes, {"file": "main"})
+        out.sample("tidegate_database_size_bytes", db.wal_bytes, {"file": "wal"})
+        out.single("tidegate_series", "gauge", "Stored series (sensor × metric).", db.series)
+        now_ms = now * 1000
+        if db.oldest_ts_ms is not None:
+            out.single(
+                "tidegate_oldest_reading_age_seconds",
+                "gauge",
+                "Age of the oldest stored reading.",
+                round((now_ms - db.oldest_ts_ms) / 1000, 3),
+            )
+        if db.newest_ts_ms is not None:
+            out.single(
+                "tidegate_newest_reading_age_seconds",
+                "gauge",
+                "Age of the newest stored reading (negative if it is stamped in the future).",
+                round((now_ms - db.newest_ts_ms) / 1000, 3),
+            )
+    return "\n".join(out.lines) + "\n"

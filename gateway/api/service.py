@@ -1,0 +1,159 @@
+"""The API as a gateway :data:`~gateway.app.Service`: uvicorn serving the Starlette app
+on the gateway's own event loop.
+
+:func:`api_service` does everything that can fail before the gateway starts — resolve
+the token, check the exposure, bind the socket — so a bad setup is a one-line startup
+error, not a half-running gateway. The returned coroutine function serves until
+cancelled (at gateway shutdown), then closes connections within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway import __version__
+from gateway.api.app import build_app
+from gateway.api.bind import bind_socket, is_loopback_host
+from gateway.api.reader import ReadPool
+from gateway.api.state import ApiState, GatewayView
+from gateway.config import ApiConfig, Settings
+from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 3
+SAMPLE_INTERVAL_S = 1.0
+
+
+def resolve_token(config: ApiConfig) -> str | None:
+    """The bearer token from ``api.token`` (or ``TIDEGATE_API__TOKEN``) or
+    ``api.token_file`` (first line, surrounding whitespace removed); None when unset."""
+    if config.token is not None:
+        return config.token.get_secret_value().strip()
+    if config.token_file is None:
+        return None
+    try:
+        text = Path(config.token_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("api.token_file", f"cannot read {config.token_file}: {exc}") from None
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError("api.token_file", f"{config.token_file} is empty")
+    return token
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway owns SIGINT/SIGTERM and
+    stops the API by cancelling the service."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def uvicorn_config(app: Any, config: ApiConfig) -> uvicorn.Config:
+    """Lean uvicorn settings: h11, no websockets, no lifespan, our logging, bounded
+    connections and header sizes."""
+    return uvicorn.Config(
+        app,
+        loop="none",
+        http="h11",
+        ws="none",
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        limit_concurrency=config.max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+
+
+class ApiService:
+    """The service: ``await service(gateway)`` serves until cancelled. ``port`` is the
+    bound port (useful with ``api.port = 0``)."""
+
+    def __init__(self, settings: Settings, token: str | None, sock: socket.socket) -> None:
+        self.settings = settings
+        self.token = token
+        self.socket = sock
+        self.port = int(sock.getsockname()[1])
+
+    async def __call__(self, gateway: GatewayView) -> None:
+        await run_api(gateway, self.settings, self.token, self.socket)
+
+
+def api_service(settings: Settings) -> ApiService:
+    """Check ``[api]``, bind its socket and return the service.
+
+    Raises :class:`ConfigError` (naming the key) for a missing token on an exposed
+    address, an unreadable token file or a port that cannot be bound.
+    """
+    config = settings.api
+    token = resolve_token(config)
+    exposed = not is_loopback_host(config.host)
+    if exposed and token is None and not config.allow_insecure_bind:
+        # Also enforced when the settings load; repeated here for settings built in code.
+        raise ConfigError("api.token", f"required when api.host ({config.host}) is not loopback")
+    sock = bind_socket(config.host, config.port)
+    if exposed and token is None:
+        log.warning(
+            "HTTP API on %s:%d WITHOUT authentication (api.allow_insecure_bind = true)",
+            config.host,
+            sock.getsockname()[1],
+        )
+    return ApiService(settings, token, sock)
+
+
+async def _sample(state: ApiState) -> None:
+    while True:
+        state.meter.sample(state.gateway.metrics)
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+
+async def run_api(
+    gateway: GatewayView, settings: Settings, token: str | None, sock: socket.socket
+) -> None:
+    """Serve on ``sock`` until cancelled."""
+    config = settings.api
+    reader = ReadPool(settings.storage.path, config.query_threads, config.query_timeout_s)
+    state = ApiState(gateway, config, reader, Path(settings.storage.path), __version__)
+    server = _EmbeddedServer(uvicorn_config(build_app(state, token), config))
+    host, port = sock.getsockname()[:2]
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
+    sampler = asyncio.create_task(_sample(state), name="api-rate-sampler")
+    log.info(
+        "HTTP API and dashboard on http://%s:%d/ (%s)",
+        host if ":" not in str(host) else f"[{host}]",
+        port,
+        "bearer token required" if token else "no token",
+    )
+    try:
+        await asyncio.shield(serving)
+    finally:
+        sampler.cancel()
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(serving), SHUTDOWN_GRACE_S + 2)
+        except (TimeoutError, asyncio.CancelledError):
+            server.force_exit = True
+            serving.cancel()
+        except Exception:
+            log.exception("HTTP API stopped with an error")
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(sampler, return_exceptions=True)
+        await asyncio.to_thread(reader.close)
+        sock.close()
+        log.info("HTTP API stopped")

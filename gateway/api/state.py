@@ -1,0 +1,73 @@
+"""What the endpoints share: the gateway they report on, the API settings, the read pool,
+and a small ingest-rate meter sampled by the service."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from gateway.api.reader import ReadPool
+from gateway.config import ApiConfig
+from gateway.metrics import Metrics
+from gateway.query import parse_duration_ms
+
+
+class SourceView(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+class GatewayView(Protocol):
+    """The parts of :class:`gateway.app.Gateway` the API reads."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def source(self) -> SourceView: ...
+
+
+class RateMeter:
+    """Readings and messages per second over a sliding window of samples.
+
+    :meth:`sample` is called about once a second; memory is ``window`` samples.
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=window + 1)
+
+    def sample(self, metrics: Metrics, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, metrics.readings_stored, metrics.messages_received))
+
+    def rates(self) -> tuple[float, float, float]:
+        """``(readings_per_s, messages_per_s, window_s)``; zeros until two samples exist."""
+        if len(self._samples) < 2:
+            return 0.0, 0.0, 0.0
+        (t0, r0, m0), (t1, r1, m1) = self._samples[0], self._samples[-1]
+        span = t1 - t0
+        if span <= 0:
+            return 0.0, 0.0, 0.0
+        return (r1 - r0) / span, (m1 - m0) / span, span
+
+
+@dataclass
+class ApiState:
+    """Everything the handlers need, built once by the service."""
+
+    gateway: GatewayView
+    config: ApiConfig
+    reader: ReadPool
+    database: Path
+    version: str
+    started_at: float = field(default_factory=time.time)
+    meter: RateMeter = field(default_factory=RateMeter)
+    exports_running: int = 0
+    cache: dict[str, tuple[float, object]] = field(default_factory=dict)
+
+    @property
+    def max_range_ms(self) -> int:
+        return parse_duration_ms(self.config.max_range)

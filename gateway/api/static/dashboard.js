@@ -1,0 +1,483 @@
+// tidegate dashboard: plain JS, no dependencies, no build step. Everything it shows
+// comes from the gateway's own API (/api/v1/live, /api/v1/sensors, /api/v1/stats,
+// /api/v1/readings/aggregate), with the bearer token from localStorage when one is set.
+"use strict";
+
+(() => {
+  const SVG = "http://www.w3.org/2000/svg";
+  const TOKEN_KEY = "tidegate.token";
+  const LIVE_MS = 2000;
+  const SENSORS_MS = 5000;
+  const STATS_MS = 30000;
+  const CHART_PAGE = 12;
+  const RANGES = {
+    "15m": { ms: 15 * 60e3, bucket: "15s", refresh: 10e3 },
+    "1h": { ms: 3600e3, bucket: "1m", refresh: 15e3 },
+    "6h": { ms: 6 * 3600e3, bucket: "5m", refresh: 30e3 },
+    "24h": { ms: 24 * 3600e3, bucket: "15m", refresh: 60e3 },
+    "7d": { ms: 7 * 86400e3, bucket: "2h", refresh: 300e3 },
+    "30d": { ms: 30 * 86400e3, bucket: "6h", refresh: 600e3 },
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    range: "1h",
+    filter: "",
+    sensors: [],
+    charts: new Map(), // key -> {card, svg, last}
+    chartLimit: CHART_PAGE,
+    rateHistory: [],
+    authNeeded: false,
+    chartTimer: null,
+  };
+
+  // --- API access ------------------------------------------------------------------
+
+  class AuthError extends Error {}
+
+  async function api(path) {
+    const headers = { Accept: "application/json" };
+    const token = localStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, { headers, cache: "no-store" });
+    if (response.status === 401) throw new AuthError("unauthorized");
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    return body;
+  }
+
+  function needAuth() {
+    if (state.authNeeded) return;
+    state.authNeeded = true;
+    $("auth").hidden = false;
+    $("token").focus();
+    $("updated").textContent = "waiting for a token";
+  }
+
+  function guarded(fn) {
+    return async (...args) => {
+      try {
+        await fn(...args);
+      } catch (err) {
+        if (err instanceof AuthError) needAuth();
+        else $("updated").textContent = "error: " + err.message;
+      }
+    };
+  }
+
+  // --- formatting ------------------------------------------------------------------
+
+  function fmtNumber(value) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    const abs = Math.abs(value);
+    if (abs !== 0 && (abs >= 1e7 || abs < 1e-3)) return value.toExponential(2);
+    const digits = abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 10 ? 2 : 3;
+    return value.toLocaleString(undefined, { maximumFractionDigits: digits });
+  }
+
+  function fmtCount(value) {
+    if (value === null || value === undefined) return "–";
+    if (value >= 1e9) return (value / 1e9).toFixed(2) + " G";
+    if (value >= 1e6) return (value / 1e6).toFixed(2) + " M";
+    if (value >= 1e4) return (value / 1e3).toFixed(1) + " k";
+    return value.toLocaleString();
+  }
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i += 1;
+    }
+    return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+  }
+
+  function fmtAge(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    if (seconds < 0) return "in the future";
+    if (seconds < 2) return "just now";
+    if (seconds < 60) return Math.round(seconds) + " s ago";
+    if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
+    if (seconds < 86400) return (seconds / 3600).toFixed(1) + " h ago";
+    return (seconds / 86400).toFixed(1) + " d ago";
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds < 60) return Math.round(seconds) + " s";
+    if (seconds < 3600) return Math.round(seconds / 60) + " min";
+    if (seconds < 86400) return (seconds / 3600).toFixed(1) + " h";
+    return (seconds / 86400).toFixed(1) + " d";
+  }
+
+  function fmtLatency(seconds) {
+    if (seconds === null || seconds === undefined || seconds === 0) return "–";
+    if (!Number.isFinite(seconds)) return "> 10 s";
+    return seconds < 1 ? "≤ " + Math.round(seconds * 1000) + " ms" : "≤ " + seconds + " s";
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function svgEl(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    return node;
+  }
+
+  // --- live figures ----------------------------------------------------------------
+
+  function setPill(id, ok, title) {
+    const pill = $(id);
+    pill.classList.toggle("ok", ok);
+    pill.classList.toggle("bad", !ok);
+    pill.title = title;
+  }
+
+  function drawSpark(values) {
+    const svg = $("spark");
+    svg.replaceChildren();
+    if (values.length < 2) return;
+    const max = Math.max(...values, 1);
+    const step = 120 / (values.length - 1);
+    const pts = values.map((v, i) => [i * step, 31 - (v / max) * 26]);
+    const line = pts.map((p, i) => (i ? "L" : "M") + p[0].toFixed(1) + " " + p[1].toFixed(1)).join(" ");
+    svg.append(svgEl("path", { class: "area", d: line + " L120 32 L0 32 Z" }));
+    svg.append(svgEl("path", { class: "line", d: line }));
+  }
+
+  const refreshLive = guarded(async () => {
+    const live = await api("/api/v1/live");
+    const rate = live.ingest_rate.readings_per_s;
+    $("k-rate").textContent = fmtNumber(rate);
+    $("k-msgrate").textContent = fmtNumber(live.ingest_rate.messages_per_s);
+    state.rateHistory.push(rate);
+    if (state.rateHistory.length > 60) state.rateHistory.shift();
+    drawSpark(state.rateHistory);
+
+    const cap = live.queue_capacity || 0;
+    const depth = live.queue_depth || 0;
+    const share = cap ? depth / cap : 0;
+    $("k-queue").textContent = fmtCount(depth);
+    $("k-queue-cap").textContent = "of " + fmtCount(cap);
+    const bar = $("queue-bar");
+    bar.style.width = Math.max(share * 100, depth ? 1 : 0).toFixed(1) + "%";
+    bar.classList.toggle("high", share >= 0.5 && share < 0.9);
+    bar.classList.toggle("full", share >= 0.9);
+    $("k-p99").textContent = fmtLatency(live.commit_latency_p99_s);
+    $("k-stored").textContent = fmtCount(live.readings_stored);
+    $("k-uptime").textContent = fmtDuration(live.uptime_s);
+    $("k-reconnects").textContent = fmtCount(live.reconnects);
+
+    setPill("pill-broker", live.broker_connected, live.broker_connected ? "broker connected" : "broker not connected");
+    setPill("pill-db", live.storage_ok, live.storage_ok ? "database writes OK" : "database: " + live.storage_error);
+    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  });
+
+  const refreshStats = guarded(async () => {
+    const stats = await api("/api/v1/stats");
+    const db = stats.database;
+    $("k-db").textContent = fmtBytes(db.database_bytes + db.wal_bytes);
+    $("k-dead").textContent = fmtCount(db.dead_letters);
+  });
+
+  // --- fleet -----------------------------------------------------------------------
+
+  function matches(sensor) {
+    const f = state.filter;
+    if (!f) return true;
+    if (sensor.sensor_id.toLowerCase().includes(f)) return true;
+    return sensor.metrics.some((m) => m.metric.toLowerCase().includes(f));
+  }
+
+  function renderFleet() {
+    const body = $("fleet").querySelector("tbody");
+    const rows = [];
+    for (const sensor of state.sensors) {
+      if (!matches(sensor)) continue;
+      const tr = el("tr");
+      tr.dataset.sensor = sensor.sensor_id;
+      if (sensor.stale) tr.classList.add("stale");
+      const name = el("td", "sensor", sensor.sensor_id);
+      if (sensor.stale) name.append(el("span", "badge", "stale"));
+      const chips = el("div", "chips");
+      for (const m of sensor.metrics) {
+        const chip = el("span", "chip");
+        chip.append(el("span", "", m.metric));
+        chip.append(el("b", "", fmtNumber(m.last_value) + (m.unit ? " " + m.unit : "")));
+        chip.title = m.metric + " at " + (m.last_ts || "never");
+        chips.append(chip);
+      }
+      const values = el("td");
+      values.append(chips);
+      const seen = el("td", "seen", fmtAge(sensor.age_s));
+      seen.title = sensor.last_seen || "";
+      tr.append(name, values, seen);
+      rows.push(tr);
+    }
+    body.replaceChildren(...rows);
+    $("fleet-empty").hidden = state.sensors.length > 0;
+  }
+
+  const refreshSensors = guarded(async () => {
+    const data = await api("/api/v1/sensors");
+    state.sensors = data.sensors;
+    const stale = data.sensors.filter((s) => s.stale).length;
+    $("k-sensors").textContent = fmtCount(data.count);
+    $("k-stale").textContent = stale ? stale + " stale" : "all fresh";
+    renderFleet();
+    syncCharts();
+  });
+
+  // --- charts ----------------------------------------------------------------------
+
+  function seriesList() {
+    const list = [];
+    for (const sensor of state.sensors) {
+      if (!matches(sensor)) continue;
+      for (const m of sensor.metrics) list.push({ sensor: sensor.sensor_id, metric: m.metric, unit: m.unit, last: m.last_value });
+    }
+    return list;
+  }
+
+  function chartKey(s) {
+    return s.sensor + "\u0000" + s.metric;
+  }
+
+  function syncCharts() {
+    const wanted = seriesList();
+    const visible = wanted.slice(0, state.chartLimit);
+    const keys = new Set(visible.map(chartKey));
+    for (const [key, chart] of state.charts) {
+      if (!keys.has(key)) {
+        chart.card.remove();
+        state.charts.delete(key);
+      }
+    }
+    const container = $("charts");
+    const fresh = [];
+    visible.forEach((s) => {
+      const key = chartKey(s);
+      let chart = state.charts.get(key);
+      if (!chart) {
+        chart = makeChart(s);
+        state.charts.set(key, chart);
+        fresh.push(chart);
+      }
+      chart.lastEl.replaceChildren(document.createTextNode(fmtNumber(s.last)));
+      if (s.unit) chart.lastEl.append(el("small", "", s.unit));
+      container.append(chart.card); // keeps the fleet's order
+    });
+    $("more").hidden = wanted.length <= state.chartLimit;
+    fresh.forEach((chart) => loadChart(chart));
+  }
+
+  function makeChart(s) {
+    const card = el("article", "chart");
+    card.dataset.sensor = s.sensor;
+    card.dataset.metric = s.metric;
+    const head = el("div", "chart-head");
+    const title = el("div", "chart-title", s.sensor);
+    title.append(el("span", "", " · " + s.metric));
+    title.title = s.sensor + " · " + s.metric;
+    const lastEl = el("div", "chart-last");
+    head.append(title, lastEl);
+    const svg = svgEl("svg", { viewBox: "0 0 320 150", role: "img", "aria-label": s.sensor + " " + s.metric });
+    card.append(head, svg);
+    return { card, svg, lastEl, series: s, buckets: [], loading: false };
+  }
+
+  async function loadChart(chart) {
+    if (chart.loading) return;
+    chart.loading = true;
+    const range = RANGES[state.range];
+    const s = chart.series;
+    const q = new URLSearchParams({
+      sensor: s.sensor,
+      metric: s.metric,
+      from: new Date(Date.now() - range.ms).toISOString(),
+      to: "now",
+      bucket: range.bucket,
+      agg: "min,max,avg,count",
+    });
+    try {
+      const data = await api("/api/v1/readings/aggregate?" + q.toString());
+      const buckets = data.series.length ? data.series[0].buckets : [];
+      chart.buckets = buckets;
+      chart.from = Date.parse(data.from);
+      chart.to = Date.parse(data.to);
+      drawChart(chart);
+    } catch (err) {
+      if (err instanceof AuthError) needAuth();
+    } finally {
+      chart.loading = false;
+    }
+  }
+
+  async function loadAllCharts() {
+    const charts = [...state.charts.values()];
+    const workers = [0, 1, 2, 3].map(async () => {
+      while (charts.length) await loadChart(charts.shift());
+    });
+    await Promise.all(workers);
+  }
+
+  function niceTicks(min, max, count) {
+    if (min === max) {
+      const pad = Math.abs(min) * 0.05 || 1;
+      min -= pad;
+      max += pad;
+    }
+    const raw = (max - min) / count;
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) || raw;
+    const lo = Math.floor(min / step) * step;
+    const hi = Math.ceil(max / step) * step;
+    const ticks = [];
+    for (let v = lo; v <= hi + step / 2; v += step) ticks.push(+v.toPrecision(12));
+    return { lo, hi, ticks };
+  }
+
+  function timeLabel(ms, spanMs) {
+    const d = new Date(ms);
+    if (spanMs > 2 * 86400e3) return d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+    return d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function drawChart(chart) {
+    const svg = chart.svg;
+    svg.replaceChildren();
+    const W = 320, H = 150, L = 40, R = 8, T = 8, B = 20;
+    const points = chart.buckets.filter((b) => b.avg !== null && b.avg !== undefined);
+    if (!points.length) {
+      svg.append(svgEl("text", { class: "nodata", x: W / 2, y: H / 2, "text-anchor": "middle" }));
+      svg.lastChild.textContent = "no readings in this range";
+      return;
+    }
+    const lows = points.map((b) => (b.min ?? b.avg));
+    const highs = points.map((b) => (b.max ?? b.avg));
+    const y = niceTicks(Math.min(...lows), Math.max(...highs), 4);
+    const x0 = chart.from, x1 = chart.to;
+    const bucketMs = points.length > 1 ? points[1].start_ms - points[0].start_ms : 0;
+    const px = (ms) => L + ((ms - x0) / (x1 - x0)) * (W - L - R);
+    const py = (v) => T + (1 - (v - y.lo) / (y.hi - y.lo || 1)) * (H - T - B);
+    const mid = (b) => b.start_ms + Math.max(bucketMs, 0) / 2;
+
+    for (const v of y.ticks) {
+      svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: py(v), y2: py(v) }));
+      const label = svgEl("text", { class: "axis", x: L - 5, y: py(v) + 3, "text-anchor": "end" });
+      label.textContent = fmtNumber(v);
+      svg.append(label);
+    }
+    for (let i = 0; i <= 3; i += 1) {
+      const ms = x0 + ((x1 - x0) * i) / 3;
+      const label = svgEl("text", {
+        class: "axis",
+        x: px(ms),
+        y: H - 5,
+        "text-anchor": i === 0 ? "start" : i === 3 ? "end" : "middle",
+      });
+      label.textContent = timeLabel(ms, x1 - x0);
+      svg.append(label);
+    }
+    const coords = points.map((b) => [px(mid(b)), py(b.avg)]);
+    let band = "";
+    points.forEach((b, i) => (band += (i ? "L" : "M") + coords[i][0].toFixed(1) + " " + py(b.max ?? b.avg).toFixed(1)));
+    for (let i = points.length - 1; i >= 0; i -= 1) band += "L" + coords[i][0].toFixed(1) + " " + py(points[i].min ?? points[i].avg).toFixed(1);
+    svg.append(svgEl("path", { class: "band", d: band + "Z" }));
+    const line = coords.map((c, i) => (i ? "L" : "M") + c[0].toFixed(1) + " " + c[1].toFixed(1)).join("");
+    svg.append(svgEl("path", { class: "line", d: line }));
+    if (points.length === 1) svg.append(svgEl("circle", { class: "dot", cx: coords[0][0], cy: coords[0][1], r: 3 }));
+
+    const cursor = svgEl("line", { class: "cursor", y1: T, y2: H - B, x1: -10, x2: -10 });
+    const dot = svgEl("circle", { class: "dot", r: 3, cx: -10, cy: -10 });
+    svg.append(cursor, dot);
+    const tip = $("tooltip");
+    svg.onmousemove = (event) => {
+      const box = svg.getBoundingClientRect();
+      const x = ((event.clientX - box.left) / box.width) * W;
+      let best = 0;
+      coords.forEach((c, i) => {
+        if (Math.abs(c[0] - x) < Math.abs(coords[best][0] - x)) best = i;
+      });
+      const b = points[best];
+      cursor.setAttribute("x1", coords[best][0]);
+      cursor.setAttribute("x2", coords[best][0]);
+      dot.setAttribute("cx", coords[best][0]);
+      dot.setAttribute("cy", coords[best][1]);
+      const unit = chart.series.unit ? " " + chart.series.unit : "";
+      tip.replaceChildren(
+        el("div", "", new Date(b.start_ms).toLocaleString()),
+        el("div", "", "avg " + fmtNumber(b.avg) + unit),
+        el("div", "", "min " + fmtNumber(b.min) + " · max " + fmtNumber(b.max)),
+        el("div", "", (b.count ?? "?") + " readings"),
+      );
+      tip.hidden = false;
+      tip.style.left = Math.min(event.clientX + 14, window.innerWidth - 190) + "px";
+      tip.style.top = event.clientY + 14 + "px";
+    };
+    svg.onmouseleave = () => {
+      tip.hidden = true;
+      cursor.setAttribute("x1", -10);
+      cursor.setAttribute("x2", -10);
+      dot.setAttribute("cx", -10);
+    };
+  }
+
+  function scheduleCharts() {
+    clearInterval(state.chartTimer);
+    state.chartTimer = setInterval(loadAllCharts, RANGES[state.range].refresh);
+  }
+
+  // --- wiring ----------------------------------------------------------------------
+
+  function start() {
+    $("range").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-range]");
+      if (!button) return;
+      state.range = button.dataset.range;
+      for (const b of $("range").querySelectorAll("button")) b.classList.toggle("active", b === button);
+      loadAllCharts();
+      scheduleCharts();
+    });
+    $("filter").addEventListener("input", (event) => {
+      state.filter = event.target.value.trim().toLowerCase();
+      state.chartLimit = CHART_PAGE;
+      renderFleet();
+      syncCharts();
+    });
+    $("more").addEventListener("click", () => {
+      state.chartLimit += CHART_PAGE;
+      syncCharts();
+    });
+    $("auth").addEventListener("submit", (event) => {
+      event.preventDefault();
+      localStorage.setItem(TOKEN_KEY, $("token").value.trim());
+      state.authNeeded = false;
+      $("auth").hidden = true;
+      refreshAll();
+    });
+    fetch("/openapi.json")
+      .then((r) => r.json())
+      .then((doc) => ($("version").textContent = "tidegate " + doc.info.version))
+      .catch(() => {});
+    refreshAll();
+    setInterval(() => !state.authNeeded && refreshLive(), LIVE_MS);
+    setInterval(() => !state.authNeeded && refreshSensors(), SENSORS_MS);
+    setInterval(() => !state.authNeeded && refreshStats(), STATS_MS);
+    scheduleCharts();
+  }
+
+  function refreshAll() {
+    refreshLive();
+    refreshSensors();
+    refreshStats();
+  }
+
+  start();
+})();
