@@ -124,7 +124,11 @@ def write_config(
     pipeline: str = "",
 ) -> Path:
     """A gateway config for tests (two subscriptions under ``sensors/``); ``pipeline``
-    adds lines to ``[pipeline]``, ``extra`` appends whole sections."""
+    adds lines to ``[pipeline]``, ``extra`` appends whole sections. Unless ``extra`` has
+    an ``[api]`` section, the HTTP API listens on a free port (``port = 0``), so
+    gateways running side by side never fight over 8080."""
+    if "[api]" not in extra:
+        extra += "\n[api]\nport = 0\n"
     path.write_text(
         f"""
 [mqtt]
