@@ -161,12 +161,16 @@ path = "{db}"
 
 
 class GatewayProcess:
-    """``python -m gateway run`` in a subprocess, output captured to a log file."""
+    """``python -m gateway run`` in a subprocess, output captured to a log file. A config
+    without an ``[api]`` section gets its HTTP API on a free port (never 8080)."""
 
     def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log_path = log
         self.env = {**os.environ, **(env or {})}
+        with contextlib.suppress(OSError):
+            if "[api]" not in Path(config).read_text():
+                self.env.setdefault("TIDEGATE_API__PORT", "0")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_connected: bool = True) -> GatewayProcess:
