@@ -1,0 +1,231 @@
+"""Topic templates: parsing, matching, tags, and that no topic level can inject SQL or
+escape its field, end to end through the router and the SQLite sink."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import query
+from gateway.config import SubscriptionConfig
+from gateway.errors import DecodeError
+from gateway.router import Router
+from gateway.sinks.sqlite import SqliteSink, open_readonly
+from gateway.topics import TopicTemplate
+from gateway.validation import Limits
+
+NOW = 1_700_000_000_000
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def test_parse_levels() -> None:
+    template = TopicTemplate.parse("sensors/{site}/+/{sensor_id}/{metric}/#")
+    assert template.levels == ("=sensors", "site", None, "sensor_id", "metric")
+    assert template.trailing_hash
+    assert template.captures == ("site", "sensor_id", "metric")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty"),
+        ("a/#/b", "last level"),
+        ("a/{x}/{x}", "twice"),
+        ("a/{x", "bad placeholder"),
+        ("a/x}", "bad placeholder"),
+        ("a/{1x}", "bad placeholder"),
+        ("a/{x y}", "bad placeholder"),
+        ("a/{x'}", "bad placeholder"),
+        ("a/b+", "wildcard inside"),
+        ("a/#b", "wildcard inside"),
+        ("a/{" + "x" * 70 + "}", "bad placeholder"),
+    ],
+)
+def test_bad_templates(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        TopicTemplate.parse(text)
+
+
+def test_bad_template_is_a_config_error_naming_the_key() -> None:
+    from gateway.config import load_settings
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"subscriptions\[0\]"):
+        load_settings(
+            None,
+            environ={},
+            overrides={"subscriptions": [{"topic": "a/#", "topic_template": "a/{x"}]},
+        )
+
+
+# --- matching ----------------------------------------------------------------------------
+
+
+def test_match_fields_and_tags() -> None:
+    template = TopicTemplate.parse("sensors/{site}/{sensor_id}/{metric}")
+    fields, tags = template.match("sensors/berlin/t1/temperature")
+    assert fields == {"sensor_id": "t1", "metric": "temperature"}
+    assert tags == (("site", "berlin"),)
+
+
+def test_tags_are_sorted_and_plus_is_ignored() -> None:
+    template = TopicTemplate.parse("{zone}/+/{area}/{sensor_id}")
+    assert template.match("z/skip/a/s") == ({"sensor_id": "s"}, (("area", "a"), ("zone", "z")))
+
+
+def test_trailing_hash_accepts_any_rest() -> None:
+    template = TopicTemplate.parse("sensors/{sensor_id}/#")
+    assert template.match("sensors/a")[0] == {"sensor_id": "a"}
+    assert template.match("sensors/a/b/c/d")[0] == {"sensor_id": "a"}
+
+
+@pytest.mark.parametrize(
+    ("template", "topic"),
+    [
+        ("sensors/{sensor_id}", "sensors/a/b"),
+        ("sensors/{sensor_id}/{metric}", "sensors/a"),
+        ("sensors/{sensor_id}", "other/a"),
+        ("sensors/{sensor_id}", "sensors/"),
+        ("sensors/{site}/{sensor_id}", "sensors//a"),
+    ],
+)
+def test_non_matching_topics(template: str, topic: str) -> None:
+    with pytest.raises(DecodeError):
+        TopicTemplate.parse(template).match(topic)
+
+
+@pytest.mark.parametrize(
+    ("level", "problem"),
+    [("a\nb", "control"), ("x" * 200, "longer than"), ("\x7f", "control")],
+)
+def test_tag_values_are_checked_like_names(level: str, problem: str) -> None:
+    with pytest.raises(DecodeError, match=problem):
+        TopicTemplate.parse("s/{site}/{sensor_id}").match(f"s/{level}/a")
+
+
+def test_tag_value_length_follows_the_limits() -> None:
+    template = TopicTemplate.parse("s/{site}")
+    with pytest.raises(DecodeError, match="longer than 4"):
+        template.match("s/abcde", Limits(max_name_length=4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=6), min_size=1, max_size=6).map("/".join))
+def test_match_only_raises_decode_error(topic: str) -> None:
+    template = TopicTemplate.parse("a/{site}/{sensor_id}/#")
+    try:
+        fields, tags = template.match(topic)
+    except DecodeError:
+        return
+    assert "/" not in fields["sensor_id"]
+    assert all("/" not in v for _k, v in tags)
+
+
+# --- several subscriptions -------------------------------------------------------------
+
+
+def test_first_matching_subscription_wins_with_its_own_format_and_template() -> None:
+    router = Router(
+        [
+            SubscriptionConfig(
+                topic="home/+/raw", format="raw", topic_template="home/{sensor_id}/raw"
+            ),
+            SubscriptionConfig(
+                topic="home/#", format="influx", topic_template="home/{room}/#", name="lp"
+            ),
+        ],
+        Limits(),
+        1024,
+    )
+    raw = router.route("home/k1/raw", b"21.5", NOW)
+    assert [(r.sensor_id, r.metric, r.value) for r in raw.readings] == [("k1", "value", 21.5)]
+    lp = router.route("home/kitchen/x", b"env,host=h2 t=1", NOW)
+    assert lp.subscription == "lp"
+    assert [(r.sensor_id, r.metric, r.tags) for r in lp.readings] == [
+        ("h2", "env.t", (("room", "kitchen"),))
+    ]
+
+
+# --- injection, end to end through SQLite -----------------------------------------------
+
+HOSTILE = [
+    "'; DROP TABLE readings; --",
+    'x"); DELETE FROM series; --',
+    "Robert'); DROP TABLE series;--",
+    '","injected":"1',
+    "\\",
+    "\\u0000",
+    "%_*",
+    "ünïcødé-温度-🌡",
+    "a b c",
+    "' OR '1'='1",
+]
+
+
+async def test_hostile_topic_levels_are_stored_verbatim(tmp_path: Path) -> None:
+    router = Router(
+        [
+            SubscriptionConfig(
+                topic="site/+/+/+",
+                format="raw",
+                topic_template="site/{site}/{sensor_id}/{metric}",
+            )
+        ],
+        Limits(),
+        1024,
+    )
+    sink = SqliteSink(tmp_path / "t.db")
+    await sink.open()
+    try:
+        envelopes = [
+            router.route(f"site/{level}/{level}/{level}", f"{i}".encode(), NOW + i)
+            for i, level in enumerate(HOSTILE)
+        ]
+        assert all(e.dead_letter is None for e in envelopes), [e.dead_letter for e in envelopes]
+        readings = [r for e in envelopes for r in e.readings]
+        result = await sink.write_batch(readings, [])
+        assert result.stored == len(HOSTILE)
+    finally:
+        await sink.close()
+
+    conn = open_readonly(tmp_path / "t.db")
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"series", "readings", "dead_letters"} <= tables
+        for i, level in enumerate(HOSTILE):
+            rows = list(query.readings(conn, sensor=level, metric=level))
+            assert len(rows) == 1, level
+            row = rows[0]
+            assert (row.sensor_id, row.metric, row.value) == (level, level, float(i))
+            assert row.tags == {"site": level}  # one key, value intact: JSON escaped
+    finally:
+        conn.close()
+
+
+async def test_hostile_template_names_cannot_be_written() -> None:
+    for text in ["a/{x'); DROP TABLE t;--}", 'a/{"x"}', "a/{x,y}", "a/{}"]:
+        with pytest.raises(ValueError, match="bad placeholder"):
+            TopicTemplate.parse(text)
+
+
+async def test_hostile_levels_in_dead_letters(tmp_path: Path) -> None:
+    router = Router([SubscriptionConfig(topic="#", format="raw")], Limits(), 1024)
+    sink = SqliteSink(tmp_path / "d.db")
+    await sink.open()
+    try:
+        dead = [router.route(level, b"x", NOW).dead_letter for level in HOSTILE]
+        await sink.write_batch([], [d for d in dead if d is not None])
+    finally:
+        await sink.close()
+    conn = sqlite3.connect(tmp_path / "d.db")
+    try:
+        topics = [r[0] for r in conn.execute("SELECT topic FROM dead_letters ORDER BY id")]
+    finally:
+        conn.close()
+    assert topics == HOSTILE
