@@ -21,6 +21,7 @@ from gateway.pipeline import Pipeline
 from gateway.router import Router
 from gateway.sinks.sqlite import SqliteSink
 from gateway.sources.mqtt import MqttSource
+from gateway.storage.lifecycle import StorageLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.sink = build_sink(settings)
+        # Lock, integrity check and storage hooks around the sink (docs/storage.md).
+        self.lifecycle = StorageLifecycle(settings.storage, self.sink, self.metrics)
         self.pipeline = Pipeline(self.sink, settings.pipeline, self.metrics)
         self.router = Router(
             settings.subscriptions,
@@ -68,7 +71,7 @@ class Gateway:
 
     async def run(self) -> bool:
         """Run until :meth:`request_stop`. Returns True when the shutdown drained cleanly."""
-        await self.sink.open()
+        await self.lifecycle.open()
         service_tasks: list[asyncio.Task[None]] = []
         try:
             self.pipeline.start()
@@ -99,7 +102,7 @@ class Gateway:
         finally:
             for task in service_tasks:
                 task.cancel()
-            await self.sink.close()
+            await self.lifecycle.close()
 
 
 def install_signal_handlers(gateway: Gateway) -> None:

@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 from gateway.validation import Limits
@@ -130,8 +138,24 @@ class PipelineConfig(_Section):
     retry_max_s: float = Field(30.0, gt=0)
 
 
+class RetentionConfig(_Section):
+    """``[storage.retention]``: how long each tier is kept ("14d", "90d", "5y", "forever")."""
+
+    raw: str = "14d"
+    rollup_1m: str = "90d"
+    rollup_1h: str = "5y"
+
+    @field_validator("raw", "rollup_1m", "rollup_1h")
+    @classmethod
+    def _duration_parses(cls, value: str) -> str:
+        from gateway.storage.units import parse_retention_ms
+
+        parse_retention_ms(value)  # ValueError names the problem; pydantic adds the key
+        return value
+
+
 class StorageConfig(_Section):
-    """``[storage]``: the SQLite database."""
+    """``[storage]``: the SQLite database and its lifecycle (``docs/storage.md``)."""
 
     path: Path = Path("tidegate.db")
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
@@ -139,6 +163,22 @@ class StorageConfig(_Section):
     dead_letter_max_payload: int = Field(64 * 1024, ge=0)
     dead_letter_max_rows: int = Field(100_000, ge=1)
     series_cache_size: int = Field(100_000, ge=100)
+    retention: RetentionConfig = RetentionConfig()
+    max_size: str = "0"
+    min_free_disk: str = "200MB"
+    full_policy: Literal["purge_oldest", "stop"] = "purge_oldest"
+    maintenance_interval_s: float = Field(10.0, gt=0, le=3600)
+    checkpoint_interval_s: float = Field(30.0, gt=0, le=3600)
+    step_budget_ms: float = Field(5.0, gt=0, le=1000)
+    integrity_check: Literal["quick", "full", "off"] = "quick"
+
+    @field_validator("max_size", "min_free_disk")
+    @classmethod
+    def _size_parses(cls, value: str) -> str:
+        from gateway.storage.units import parse_size
+
+        parse_size(value)
+        return value
 
 
 class ValidationConfig(_Section):

@@ -63,6 +63,39 @@ class SubscriptionCounters:
 
 
 @dataclass
+class StorageCounters:
+    """The storage lifecycle (``gateway.storage``, ``docs/storage.md``)."""
+
+    database_bytes: int = 0
+    """Used pages plus WAL: what ``storage.max_size`` caps."""
+    file_bytes: int = 0
+    wal_bytes: int = 0
+    disk_free_bytes: int = -1
+    paused: bool = False
+    """Writes held by the size guard (``full_policy = "stop"``, or nothing left to purge)."""
+    pause_reason: str = ""
+    purged_rows: dict[str, int] = field(default_factory=dict)
+    """Rows deleted by retention, per tier (raw, 1m, 1h)."""
+    purged_for_space_rows: int = 0
+    vacuumed_pages: int = 0
+    rollup_watermark_ms: dict[str, int] = field(default_factory=dict)
+    rollup_late_buckets: int = 0
+    rollup_too_late: int = 0
+    checkpoints: int = 0
+    checkpoint_frames: int = 0
+    disk_write_bytes: int = 0
+    """Bytes this process caused to be written to storage (``/proc/self/io``) since start."""
+    bytes_per_reading: float = 0.0
+    """``disk_write_bytes / readings_stored`` over the last maintenance window."""
+    corrupt_recoveries: int = 0
+    corrupt_moved_to: str = ""
+    maintenance_errors: int = 0
+    maintenance_step: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    """Seconds each maintenance step held the writer connection (= the ingestion stall)."""
+    maintenance_step_max_s: float = 0.0
+
+
+@dataclass
 class Metrics:
     """Everything the gateway counts. Message counts are per MQTT message; ``readings_*``
     per reading."""
@@ -92,6 +125,7 @@ class Metrics:
     batch_readings: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     queue_depth: Callable[[], int] = lambda: 0
     queue_capacity: int = 0
+    storage: StorageCounters = field(default_factory=StorageCounters)
 
     def subscription(self, label: str) -> SubscriptionCounters:
         counters = self.by_subscription.get(label)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gateway.errors import DecodeError, QueryError
 from gateway.sinks.sqlite import tags_from_text
+from gateway.storage import tiers
 from gateway.validation import parse_iso_ms
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -243,6 +244,8 @@ class Bucket:
     metric: str
     start_ms: int
     values: dict[str, float | int | None]
+    tier: str = "raw"
+    """Which data answered this bucket: ``raw``, ``1m`` or ``1h`` (gateway.storage.tiers)."""
 
 
 def aggregate(
@@ -255,9 +258,13 @@ def aggregate(
     bucket_ms: int,
     aggs: Sequence[str] = ("avg",),
     max_buckets: int = 100_000,
+    tier: str = "auto",
 ) -> Iterator[Bucket]:
-    """Per-series time buckets ``[start, start + bucket)`` with the chosen aggregates,
-    computed from raw readings."""
+    """Per-series time buckets ``[start, start + bucket)`` with the chosen aggregates.
+
+    Each bucket comes from the coarsest rollup tier that answers it exactly, else from
+    raw readings, and says which in :attr:`Bucket.tier`; ``tier`` forces ``raw``, ``1m``
+    or ``1h`` (see :mod:`gateway.storage.tiers`)."""
     unknown = [a for a in aggs if a not in AGGREGATES]
     if unknown:
         raise QueryError(f"unknown aggregate {unknown[0]!r}; choose from {', '.join(AGGREGATES)}")
@@ -267,21 +274,11 @@ def aggregate(
         raise QueryError("the start of the time range must be before its end")
     if (until_ms - since_ms) // bucket_ms > max_buckets:
         raise QueryError(f"more than {max_buckets} buckets; use a larger bucket or a shorter range")
+    # Buckets align to the epoch (hourly buckets start on the hour, UTC).
+    segments = tiers.plan(conn, since_ms, until_ms, bucket_ms, tier)
     for series_id, sensor_id, metric_name, _unit, _tags in find_series(conn, sensor, metric):
-        # Buckets align to the epoch (hourly buckets start on the hour, UTC).
-        rows = conn.execute(
-            "SELECT ts / ? AS b, min(value), max(value), avg(value), sum(value), count(*), max(ts)"
-            " FROM readings WHERE series_id = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b",
-            (bucket_ms, series_id, since_ms, until_ms),
-        )
-        for b, vmin, vmax, vavg, vsum, vcount, last_ts in rows:
-            vlast = conn.execute(
-                "SELECT value FROM readings WHERE series_id = ? AND ts = ?", (series_id, last_ts)
-            ).fetchone()[0]
-            all_values: dict[str, float | int | None] = {
-                "min": vmin, "max": vmax, "avg": vavg, "sum": vsum, "count": vcount, "last": vlast,
-            }  # fmt: skip
-            yield Bucket(sensor_id, metric_name, b * bucket_ms, {a: all_values[a] for a in aggs})
+        for start, source, values in tiers.aggregate_series(conn, series_id, segments, bucket_ms):
+            yield Bucket(sensor_id, metric_name, start, {a: values[a] for a in aggs}, source)
 
 
 @dataclass(frozen=True, slots=True)

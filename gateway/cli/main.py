@@ -23,6 +23,10 @@ COMMANDS = (
     "stats",
     "decode",
     "dead_letters",
+    "aggregate",
+    "backup",
+    "restore",
+    "vacuum",
 )
 
 

@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
 
 def default_services(settings: Settings) -> list[Service]:
     """Extra services started with the gateway (HTTP API, storage maintenance)."""
-    services: list[Service] = []
+    from gateway.storage.maintenance import maintenance_service
+
+    services: list[Service] = [maintenance_service(settings)]
     if settings.api.enabled:
         # Imported only when enabled: the web stack costs memory (docs/decisions/0050).
         from gateway.api.service import api_service

@@ -48,6 +48,45 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dead_letters_by_time ON dead_letters (received_at);
     """,
+    # 1 → 2: rollup tiers and storage bookkeeping (gateway/storage, docs/storage.md).
+    # rollup_<tier>: one row per (series, bucket start ms); avg = vsum / n; vlast is the
+    # value at last_ts. Filled in the background from raw readings (no backfill here:
+    # a big version-1 database is rolled up in small steps after the upgrade).
+    # rollup_dirty: 1-minute buckets that received late data, recomputed in the background.
+    # storage_state: watermarks and counters of the maintenance service.
+    """
+    CREATE TABLE rollup_1m (
+        series_id INTEGER NOT NULL,
+        bucket    INTEGER NOT NULL,
+        vmin      REAL NOT NULL,
+        vmax      REAL NOT NULL,
+        vsum      REAL NOT NULL,
+        n         INTEGER NOT NULL,
+        vlast     REAL NOT NULL,
+        last_ts   INTEGER NOT NULL,
+        PRIMARY KEY (series_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_1h (
+        series_id INTEGER NOT NULL,
+        bucket    INTEGER NOT NULL,
+        vmin      REAL NOT NULL,
+        vmax      REAL NOT NULL,
+        vsum      REAL NOT NULL,
+        n         INTEGER NOT NULL,
+        vlast     REAL NOT NULL,
+        last_ts   INTEGER NOT NULL,
+        PRIMARY KEY (series_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_dirty (
+        series_id INTEGER NOT NULL,
+        bucket    INTEGER NOT NULL,
+        PRIMARY KEY (series_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE storage_state (
+        key   TEXT PRIMARY KEY,
+        value
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

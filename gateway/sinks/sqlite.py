@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -97,6 +97,11 @@ class BatchWriter:
         self.cache_size = cache_size
         self.series_ids: OrderedDict[SeriesKey, int] = OrderedDict()
         self._last_dead_letter_id = 0
+        self.after_insert: (
+            Callable[[sqlite3.Connection, list[tuple[int, int, float]]], None] | None
+        ) = None
+        """Called inside the transaction after the readings' INSERT with the sorted
+        ``(series_id, ts, value)`` rows (rollup late-data tracking, gateway.storage)."""
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Warm the series cache (newest series first, up to the cache size)."""
@@ -153,6 +158,8 @@ class BatchWriter:
             # Sorted by key, each B-tree page is touched once per batch.
             rows.sort()
             stored = conn.executemany(_INSERT_READING, rows).rowcount if rows else 0
+            if self.after_insert is not None and rows:
+                self.after_insert(conn, rows)
             if dead_letters:
                 conn.executemany(_INSERT_DEAD, [self._dead_row(d) for d in dead_letters])
                 self._last_dead_letter_id = int(
@@ -208,6 +215,8 @@ class SqliteSink:
         self.busy_timeout_ms = busy_timeout_ms
         self.writer = BatchWriter(dead_letter_max_payload, dead_letter_max_rows, series_cache_size)
         self._conn: aiosqlite.Connection | None = None
+        self.admission: Callable[[], None] | None = None
+        """Called before each batch; raises StorageFull to hold writes (size guard)."""
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -245,6 +254,8 @@ class SqliteSink:
         self, readings: Sequence[Reading], dead_letters: Sequence[DeadLetter]
     ) -> WriteResult:
         conn = self.connection
+        if self.admission is not None:
+            self.admission()
 
         def write(raw: sqlite3.Connection) -> WriteResult:
             return self.writer.write(raw, readings, dead_letters)

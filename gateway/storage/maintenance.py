@@ -1,0 +1,350 @@
+"""The storage maintenance service: rollups, retention, size guard, vacuum, checkpoints,
+wear — on a timer, in steps that never hold the writer for long.
+
+Every step that writes runs on the **writer's own connection** (aiosqlite's worker
+thread), so it is serialised with the batches instead of competing for SQLite's write
+lock: no ``SQLITE_BUSY``, no busy-wait, and a batch waits at most for the one step in
+front of it. A step is bounded by ``storage.step_budget_ms`` (plus one statement), and
+after each step the service sleeps at least as long as the step took, so it never
+takes more than half of the writer's time even while catching up. Each step's
+duration is recorded (``storage.maintenance_step``) — that is the ingestion stall.
+
+Only the checkpoint uses a connection of its own: a PASSIVE checkpoint copies WAL
+frames into the database file without the write lock, in parallel with commits.
+
+Errors never stop the gateway: they are logged (once per distinct message), counted
+in ``storage.maintenance_errors`` and retried next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from gateway.config import Settings, StorageConfig
+from gateway.errors import StorageError
+from gateway.metrics import Metrics
+from gateway.sinks._aiosqlite_adapter import run_on_connection
+from gateway.sinks.sqlite import SqliteSink, convert_sqlite_error
+from gateway.storage import wear
+from gateway.storage.guard import RELIEF, Guard, Usage, emergency_cutoff
+from gateway.storage.retention import (
+    TABLES,
+    Purger,
+    Retention,
+    incremental_vacuum,
+    page_stats,
+    retention_cutoffs,
+)
+from gateway.storage.rollups import (
+    TIER_1M,
+    TIERS,
+    WATERMARK,
+    LateDataTracker,
+    RollupJob,
+    get_state,
+    set_state,
+)
+from gateway.storage.units import parse_retention_ms
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway, Service
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], int]
+"""Epoch milliseconds; tests pass a controlled clock."""
+
+VACUUM_FREE_FRACTION = 0.25
+"""Return free pages to the disk once they are this share of the file (or under
+pressure). Below it they are reused by new data: vacuuming and regrowing would only
+add SD-card writes."""
+VACUUM_PAGES_PER_STEP = 256
+WEAR_PERSIST_S = 600.0
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def retention_of(config: StorageConfig) -> Retention:
+    keep = config.retention
+    return Retention(
+        parse_retention_ms(keep.raw),
+        parse_retention_ms(keep.rollup_1m),
+        parse_retention_ms(keep.rollup_1h),
+    )
+
+
+class Maintenance:
+    """One round (:meth:`run_once`) does: guard, rollups, retention, vacuum, wear."""
+
+    def __init__(
+        self,
+        sink: SqliteSink,
+        config: StorageConfig,
+        metrics: Metrics,
+        guard: Guard,
+        tracker: LateDataTracker,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.sink = sink
+        self.config = config
+        self.metrics = metrics
+        self.guard = guard
+        self.clock = clock
+        self.rollups = RollupJob(tracker)
+        self.tracker = tracker
+        self.retention = retention_of(config)
+        self.purgers = {tier: Purger(tier) for tier in TABLES}
+        self._purged_to: dict[str, int] = {}
+        self.budget_s = config.step_budget_ms / 1000
+        self.round_s = config.maintenance_interval_s
+        self.meter = wear.WearMeter()
+        self._wear_persisted = 0.0
+        self._logged: set[str] = set()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    async def _step(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer connection; record how long it held it; then give
+        the writer at least as much time back."""
+        held = 0.0
+
+        def timed(conn: sqlite3.Connection) -> T:
+            nonlocal held
+            started = time.perf_counter()
+            try:
+                return fn(conn)
+            finally:
+                held = time.perf_counter() - started
+
+        try:
+            return await run_on_connection(self.sink.connection, timed)
+        except (sqlite3.Error, OSError) as exc:
+            raise convert_sqlite_error(exc, "storage maintenance") from None
+        finally:
+            counters = self.metrics.storage
+            counters.maintenance_step.observe(held)
+            counters.maintenance_step_max_s = max(counters.maintenance_step_max_s, held)
+            await asyncio.sleep(max(held, 0.001))
+
+    # -- one round ---------------------------------------------------------------
+
+    async def run_once(self) -> None:
+        """One full round; each phase is bounded by about one maintenance interval."""
+        now = self.clock()
+        await self.enforce_limits()
+        await self.roll_up(now)
+        await self.purge_expired(now)
+        await self.vacuum()
+        self.sample_wear()
+
+    async def roll_up(self, now_ms: int) -> None:
+        deadline = time.monotonic() + self.round_s
+        while True:
+            result = await self._step(lambda c: self.rollups.step(c, now_ms, self.budget_s))
+            self.metrics.storage.rollup_too_late = self.rollups.too_late
+            if result.caught_up or time.monotonic() >= deadline:
+                break
+        self.metrics.storage.rollup_late_buckets = self.tracker.marked
+
+        def marks(conn: sqlite3.Connection) -> dict[str, int]:
+            return {t.name: get_state(conn, WATERMARK[t.name]) or 0 for t in TIERS}
+
+        self.metrics.storage.rollup_watermark_ms = await self._step(marks)
+
+    async def purge_expired(self, now_ms: int) -> None:
+        cutoffs = await self._step(lambda c: retention_cutoffs(c, now_ms, self.retention))
+        deadline = time.monotonic() + self.round_s
+        for tier, cutoff in cutoffs.items():
+            purger = self.purgers[tier]
+            if not purger.active and cutoff <= self._purged_to.get(tier, 0):
+                continue
+            await self._step(functools.partial(purger.start, cutoff=cutoff))
+            await self._drain(purger, deadline)
+            if not purger.active:
+                self._purged_to[tier] = cutoff
+            if time.monotonic() >= deadline:
+                return
+
+    async def _drain(self, purger: Purger, deadline: float) -> int:
+        deleted = 0
+        while purger.active and time.monotonic() < deadline:
+            n = await self._step(lambda c: purger.step(c, self.budget_s))
+            deleted += n
+            counts = self.metrics.storage.purged_rows
+            counts[purger.tier] = counts.get(purger.tier, 0) + n
+        return deleted
+
+    async def vacuum(self, force: bool = False, deadline: float | None = None) -> int:
+        """Return free pages to the file system when worth it (or ``force``)."""
+        deadline = deadline or time.monotonic() + self.round_s
+        stats = await self._step(page_stats)
+        if stats.auto_vacuum != 2 or stats.freelist_count == 0:
+            return 0
+        if not force and stats.freelist_count < stats.page_count * VACUUM_FREE_FRACTION:
+            return 0
+        returned = 0
+        while time.monotonic() < deadline:
+            n = await self._step(lambda c: incremental_vacuum(c, VACUUM_PAGES_PER_STEP))
+            returned += n
+            if n < VACUUM_PAGES_PER_STEP:
+                break
+        self.metrics.storage.vacuumed_pages += returned
+        return returned
+
+    async def measure(self) -> Usage:
+        usage = await self._step(self.guard.measure)
+        counters = self.metrics.storage
+        counters.database_bytes = usage.database_bytes
+        counters.file_bytes = usage.file_bytes
+        counters.wal_bytes = usage.wal_bytes
+        counters.disk_free_bytes = usage.disk_free
+        return usage
+
+    async def enforce_limits(self) -> None:
+        """The size cap and free-disk floor (see :mod:`gateway.storage.guard`)."""
+        guard = self.guard
+        usage = await self.measure()
+        if not guard.enabled:
+            return
+        pressure = guard.pressure(usage)
+        if pressure is None:
+            if guard.paused_reason is not None and guard.pressure(usage, RELIEF) is None:
+                guard.resume()
+            self._sync_pause()
+            return
+        if guard.policy == "stop":
+            guard.pause(pressure)
+            self._sync_pause()
+            return
+        deadline = time.monotonic() + 2 * self.round_s
+        relieved = False
+        warned = False
+        while time.monotonic() < deadline:
+            await self.vacuum(force=True, deadline=deadline)
+            usage = await self.measure()
+            if guard.pressure(usage, RELIEF) is None:
+                relieved = True
+                break
+            tier, cutoff = await self._step(_next_space_cut)
+            if cutoff is None:
+                guard.pause(f"{pressure}; nothing older than the rollups left to purge")
+                break
+            if not warned:
+                log.warning("storage guard: %s; purging the oldest %s data", pressure, tier)
+                warned = True
+            purger = self.purgers[tier]
+            await self._step(functools.partial(purger.start, cutoff=cutoff))
+            self.metrics.storage.purged_for_space_rows += await self._drain(purger, deadline)
+        if relieved:
+            guard.resume()
+        self._sync_pause()
+
+    def _sync_pause(self) -> None:
+        self.metrics.storage.paused = self.guard.paused_reason is not None
+        self.metrics.storage.pause_reason = self.guard.paused_reason or ""
+
+    def sample_wear(self) -> None:
+        self.meter.sample(self.metrics.readings_stored)
+        counters = self.metrics.storage
+        counters.disk_write_bytes = self.meter.total_bytes
+        counters.bytes_per_reading = self.meter.bytes_per_reading
+
+    async def persist_wear(self) -> None:
+        """Keep the wear figure in the database for ``tidegate stats`` (rarely: it is a
+        write too)."""
+        per_reading = self.meter.bytes_per_reading
+        stamp = self.clock()
+
+        def save(conn: sqlite3.Connection) -> None:
+            set_state(conn, "wear.bytes_per_reading", f"{per_reading:.1f}")
+            set_state(conn, "wear.sampled_at", stamp)
+
+        await self._step(save)
+
+    # -- forever -----------------------------------------------------------------
+
+    def _log_once(self, exc: BaseException) -> None:
+        self.metrics.storage.maintenance_errors += 1
+        key = f"{type(exc).__name__}: {exc}"
+        if key not in self._logged:
+            if len(self._logged) > 100:
+                self._logged.clear()
+            self._logged.add(key)
+            log.error("storage maintenance failed (retrying next round): %s", key)
+
+    async def run(self) -> None:
+        """Rounds every ``maintenance_interval_s`` and checkpoints every
+        ``checkpoint_interval_s`` until cancelled."""
+        checkpoints = asyncio.create_task(self._checkpoints(), name="tidegate-checkpoints")
+        try:
+            with contextlib.suppress(StorageError):
+                await self._step(wear.tune_writer)
+            self.sample_wear()
+            while True:
+                try:
+                    await self.run_once()
+                    if time.monotonic() - self._wear_persisted >= WEAR_PERSIST_S:
+                        self._wear_persisted = time.monotonic()
+                        await self.persist_wear()
+                except StorageError as exc:
+                    self._log_once(exc)
+                except Exception as exc:  # never let maintenance take the gateway down
+                    log.exception("storage maintenance crashed a round")
+                    self._log_once(exc)
+                await asyncio.sleep(self.round_s)
+        finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
+
+    async def _checkpoints(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.config.checkpoint_interval_s)
+                try:
+                    if conn is None:
+                        conn = await asyncio.to_thread(wear.open_checkpointer, self.sink.path)
+                    _frames, done = await asyncio.to_thread(wear.checkpoint, conn)
+                    self.metrics.storage.checkpoints += 1
+                    self.metrics.storage.checkpoint_frames += done
+                except (sqlite3.Error, OSError) as exc:
+                    self._log_once(convert_sqlite_error(exc, "WAL checkpoint"))
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _next_space_cut(conn: sqlite3.Connection) -> tuple[str, int | None]:
+    """The oldest slice the guard may purge: raw readings first, then 1-minute rows."""
+    cutoff = emergency_cutoff(conn, "raw")
+    if cutoff is not None:
+        return "raw", cutoff
+    return TIER_1M.name, emergency_cutoff(conn, TIER_1M.name)
+
+
+def maintenance_service(settings: Settings, clock: Clock = wall_clock_ms) -> Service:
+    """The :data:`gateway.app.Service` for ``default_services``."""
+
+    async def run(gateway: Gateway) -> None:
+        lifecycle = gateway.lifecycle
+        await Maintenance(
+            gateway.sink,
+            settings.storage,
+            gateway.metrics,
+            lifecycle.guard,
+            lifecycle.tracker,
+            clock,
+        ).run()
+
+    return run

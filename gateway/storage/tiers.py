@@ -1,0 +1,140 @@
+"""Answer bucketed queries from the coarsest tier that can, and say which.
+
+A query asks for buckets of ``bucket_ms`` (epoch aligned) over ``[since, until)``. Each
+bucket, clipped to the range, is answered by exactly one source, chosen coarsest
+first (``1h``, ``1m``, then ``raw``). Tier *T* can answer a clipped bucket when
+
+* ``bucket_ms`` is a multiple of *T*'s size (a bucket is a whole number of *T* rows),
+* both clipped ends fall on *T* boundaries (edge buckets of an unaligned range go to a
+  finer tier, so the result equals what raw data gives), and
+* the clipped end is at or below *T*'s watermark (the rollup has caught up there).
+
+So an hourly query over the last week reads ~168 hourly rows plus the still-open
+last hour from minutes and its last seconds from raw readings: every bucket says which
+tier answered it. Raw data older than ``storage.retention.raw`` is gone, so old ranges
+are answered by the tiers or not at all.
+
+Known lag: a late reading reaches its rollup bucket within one maintenance interval
+(``storage.maintenance_interval_s``); until then that bucket shows the value without it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from gateway.errors import QueryError
+from gateway.storage.rollups import TIERS, WATERMARK, get_state
+
+TIER_CHOICES = ("auto", "raw", "1m", "1h")
+
+Values = dict[str, float | int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Query buckets ``[lo, hi)`` (already clipped to the range) answered by ``tier``."""
+
+    tier: str
+    lo: int
+    hi: int
+
+
+def watermarks(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each tier's watermark (0 when the database has no rollups, e.g. version 1)."""
+    return {tier.name: get_state(conn, WATERMARK[tier.name]) or 0 for tier in TIERS}
+
+
+def _pick(lo: int, hi: int, bucket_ms: int, marks: dict[str, int], allowed: Sequence[str]) -> str:
+    for tier in TIERS:
+        if tier.name not in allowed:
+            continue
+        size = tier.size_ms
+        if bucket_ms % size or lo % size or hi % size or hi > marks[tier.name]:
+            continue
+        return tier.name
+    return "raw"
+
+
+def plan(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int, bucket_ms: int, tier: str = "auto"
+) -> list[Segment]:
+    """The segments answering ``[since, until)`` in ``bucket_ms`` buckets.
+
+    ``tier``: ``auto`` (coarsest that answers), ``raw`` (raw readings only), or ``1m`` /
+    ``1h`` (that tier where it can answer, raw elsewhere).
+    """
+    if tier not in TIER_CHOICES:
+        raise QueryError(f"unknown tier {tier!r}; choose from {', '.join(TIER_CHOICES)}")
+    allowed: tuple[str, ...] = (
+        () if tier == "raw" else tuple(t.name for t in TIERS) if tier == "auto" else (tier,)
+    )
+    marks = watermarks(conn) if allowed else {}
+    segments: list[Segment] = []
+    start = since_ms - since_ms % bucket_ms
+    # Every middle bucket has the same alignment, so only the first, the last and the
+    # watermark crossings can change the answer; walking all buckets keeps it obvious
+    # and costs microseconds per bucket (buckets are bounded by the caller).
+    while start < until_ms:
+        lo, hi = max(start, since_ms), min(start + bucket_ms, until_ms)
+        name = _pick(lo, hi, bucket_ms, marks, allowed) if allowed else "raw"
+        if segments and segments[-1].tier == name and segments[-1].hi == lo:
+            segments[-1] = Segment(name, segments[-1].lo, hi)
+        else:
+            segments.append(Segment(name, lo, hi))
+        start += bucket_ms
+    return segments
+
+
+_RAW = """
+SELECT g.b, g.vmin, g.vmax, g.vsum, g.n, r.value, g.last_ts
+FROM (
+    SELECT ts / :bucket AS b, min(value) AS vmin, max(value) AS vmax, sum(value) AS vsum,
+           count(*) AS n, max(ts) AS last_ts
+    FROM readings WHERE series_id = :sid AND ts >= :lo AND ts < :hi GROUP BY b
+) AS g
+JOIN readings AS r ON r.series_id = :sid AND r.ts = g.last_ts
+ORDER BY g.b
+"""
+
+_TIER = """
+SELECT g.b, g.vmin, g.vmax, g.vsum, g.n, t.vlast, g.last_ts
+FROM (
+    SELECT bucket / :bucket AS b, min(vmin) AS vmin, max(vmax) AS vmax, sum(vsum) AS vsum,
+           sum(n) AS n, max(last_ts) AS last_ts
+    FROM {table} WHERE series_id = :sid AND bucket >= :lo AND bucket < :hi GROUP BY b
+) AS g
+JOIN {table} AS t ON t.series_id = :sid AND t.bucket = (g.last_ts / :size) * :size
+ORDER BY g.b
+"""
+
+_TABLES = {tier.name: (tier.table, tier.size_ms) for tier in TIERS}
+
+
+def aggregate_series(
+    conn: sqlite3.Connection, series_id: int, segments: Sequence[Segment], bucket_ms: int
+) -> Iterator[tuple[int, str, Values]]:
+    """``(bucket_start_ms, tier, values)`` for one series, in time order; ``values`` has
+    min, max, avg, sum, count and last."""
+    for segment in segments:
+        params = {"sid": series_id, "lo": segment.lo, "hi": segment.hi, "bucket": bucket_ms}
+        if segment.tier == "raw":
+            sql = _RAW
+        else:
+            table, size = _TABLES[segment.tier]
+            sql = _TIER.format(table=table)
+            params["size"] = size
+        for b, vmin, vmax, vsum, n, vlast, _last_ts in conn.execute(sql, params):
+            yield (
+                b * bucket_ms,
+                segment.tier,
+                {"min": vmin, "max": vmax, "avg": vsum / n, "sum": vsum, "count": n, "last": vlast},
+            )
+
+
+def summary(segments: Sequence[Segment]) -> str:
+    """``"1h"`` or ``"1h+1m+raw"``: the tiers a plan uses, coarsest first."""
+    order = [t.name for t in TIERS] + ["raw"]
+    used = {s.tier for s in segments}
+    return "+".join(name for name in order if name in used) or "raw"
