@@ -160,11 +160,6 @@ def _add_run(subparsers: Any) -> None:
         help="messages awaiting their ack before publishing pauses (default 20000)",
     )
     out.add_argument(
-        "--inflight",
-        type=int,
-        help="MQTT in-flight window per client (default 20, multiplexed 1000)",
-    )
-    out.add_argument(
         "--drain-timeout",
         type=_positive_float,
         default=30.0,
@@ -230,7 +225,6 @@ def _options(args: argparse.Namespace) -> RunOptions:
         faults=rates,
         jitter=args.jitter,
         max_pending=args.max_pending,
-        inflight=args.inflight,
         drain_timeout_s=args.drain_timeout,
         report=args.report,
         progress=args.progress,

@@ -1,46 +1,57 @@
-"""Publishing MQTT connections driven by the asyncio loop, for thousands of clients.
+"""Publishing MQTT 3.1.1 connections on asyncio, for thousands of clients at once.
 
-Each :class:`Connection` is a bare paho client whose socket is registered with the
-event loop (paho's ``on_socket_*`` hooks), so one thread serves any number of
-connections — no paho thread per client and no future per message:
+The publisher side of MQTT is small — CONNECT/CONNACK, PUBLISH, PUBACK (QoS 1),
+PUBREC/PUBREL/PUBCOMP (QoS 2), PINGREQ/PINGRESP, DISCONNECT — and the simulator's
+job is to be much faster than the gateway it loads, so :class:`Connection` speaks it
+directly as an :class:`asyncio.Protocol` instead of going through paho (measured on
+the dev machine: paho's per-PUBACK parsing and bookkeeping capped one process at
+~12,000 msg/s; see ``docs/decisions/0031-own-mqtt-publisher.md``):
 
-* ``publish`` hands paho the packet and remembers the message's ledger token under
-  its packet id; paho's ``on_publish`` (PUBACK for QoS 1, PUBCOMP for QoS 2, the
-  socket write for QoS 0) moves the token to the ledger as acknowledged;
-* packets are written in one pass per event-loop turn (``call_soon``), so a scheduler
-  pass that publishes 1,000 messages costs one flush, not 1,000 wake-ups; a full
-  socket falls back to a writer callback;
-* the blocking TCP connect (and TLS handshake) runs in a small thread pool; socket
-  hooks that paho calls from there are forwarded to the loop thread;
-* an unexpected disconnect reconnects with backoff; paho resends unacknowledged
-  QoS ≥ 1 messages after the new CONNACK, and their acks still reach the ledger.
+* ``publish`` encodes the PUBLISH, remembers the message's ledger token under its
+  packet id, and queues the bytes; all packets queued in one event-loop turn go out
+  in one ``transport.write`` (``call_soon`` flush);
+* incoming PUBACKs/PUBCOMPs are parsed in bulk from each ``data_received`` and move
+  their tokens to the ledger as acknowledged (QoS 0: acknowledged when written);
+* connecting is non-blocking (``loop.create_connection``, TLS included), so 5,000
+  clients connect without a thread each;
+* an unexpected disconnect reconnects with backoff and resends every unacknowledged
+  message (DUP set) and every unfinished PUBREL — nothing acknowledged is counted
+  twice, nothing unacknowledged is forgotten.
 
-:class:`Flow` bounds the messages in flight over all connections (the broker and
-paho's queues never grow without limit) and lets the runner wait for room, or for
-every last acknowledgement at the end.
+:class:`Flow` bounds the messages in flight over all connections (memory stays
+bounded and packet ids never wrap onto a pending one) and lets the runner wait for
+room, or for the last acknowledgement at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import ssl
-import threading
+import struct
+import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import cast
 
 from simulators.errors import BrokerUnreachable
 from simulators.report import Ledger, Token
 
-log = logging.getLogger("simulators.mqtt")
+CONNACK_CODES = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+_PINGREQ = b"\xc0\x00"
+_DISCONNECT = b"\xe0\x00"
+_U16 = struct.Struct(">H")
+
+# Pending entry states.
+_UNSENT, _SENT, _RELEASED = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,7 @@ class BrokerOptions:
         return self.tls_ca is not None or self.tls_cert is not None or self.tls_insecure
 
     def where(self) -> str:
+        """``mqtt://host:port`` (``mqtts`` with TLS), for messages."""
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
@@ -137,8 +149,80 @@ def _tls_context(options: BrokerOptions) -> ssl.SSLContext:
     return context
 
 
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length integer."""
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _string(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    if len(data) > 0xFFFF:
+        raise ValueError("MQTT strings are at most 65535 bytes")
+    return _U16.pack(len(data)) + data
+
+
+def connect_packet(
+    client_id: str,
+    keepalive: int,
+    username: str | None = None,
+    password: str | None = None,
+    will: Will | None = None,
+) -> bytes:
+    """CONNECT, MQTT 3.1.1, clean session."""
+    flags = 0x02
+    payload = _string(client_id)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        payload += _string(will.topic) + _string(will.payload)
+    if username is not None:
+        flags |= 0x80
+        payload += _string(username)
+        if password is not None:
+            flags |= 0x40
+            payload += _string(password)
+    variable = b"\x00\x04MQTT\x04" + bytes((flags,)) + _U16.pack(keepalive)
+    body = variable + payload
+    return b"\x10" + _remaining_length(len(body)) + body
+
+
+def publish_packet(topic: bytes, payload: bytes, qos: int, mid: int) -> bytes:
+    """PUBLISH (no DUP, no retain); ``mid`` is ignored at QoS 0."""
+    head = _U16.pack(len(topic)) + topic
+    if qos:
+        head += _U16.pack(mid)
+    return (
+        bytes((0x30 | (qos << 1),)) + _remaining_length(len(head) + len(payload)) + head + payload
+    )
+
+
+class _Protocol(asyncio.Protocol):
+    """Hands bytes and connection events to its :class:`Connection`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn._attach(transport)  # noqa: SLF001 - the protocol is the connection's own part
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._on_data(data)  # noqa: SLF001
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn._on_lost(self, exc)  # noqa: SLF001
+
+
 class Connection:
-    """One MQTT client, publishing only, driven by the running event loop."""
+    """One MQTT client that only publishes, driven by the running event loop."""
 
     def __init__(
         self,
@@ -147,7 +231,6 @@ class Connection:
         ledger: Ledger,
         flow: Flow,
         *,
-        inflight: int = 20,
         will: Will | None = None,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
@@ -155,193 +238,99 @@ class Connection:
         self.client_id = client_id
         self.ledger = ledger
         self.flow = flow
+        self.will = will
         self.on_event = on_event or (lambda _message: None)
-        self.pending: dict[int, Token] = {}
+        self.pending: dict[int, list[object]] = {}
+        """mid → [token, packet, state]: everything not yet acknowledged, in publish order."""
+        self.connected = False
         self.closing = False
-        self.connected = False
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._fd: int | None = None
-        self._writer = False
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._qos0: list[Token] = []
         self._flush_scheduled = False
+        self._next_mid = 0
         self._connack: asyncio.Future[None] | None = None
+        self._lost: asyncio.Event = asyncio.Event()
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._closed = asyncio.Event()
-        self._executor: Executor | None = None
-
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=True,
-            protocol=paho.MQTTv311,
+        self._last_out = time.monotonic()
+        self._ping_sent: float | None = None
+        self._topics: dict[str, bytes] = {}
+        self._connect_bytes = connect_packet(
+            client_id, options.keepalive, options.username, options.password, will
         )
-        client.disable_logger()  # formatting a log record per packet is measurable
-        client.max_inflight_messages_set(inflight)
-        client.max_queued_messages_set(0)  # Flow bounds what we queue
-        if options.username is not None:
-            client.username_pw_set(options.username, options.password)
-        if options.tls:
-            client.tls_set_context(_tls_context(options))
-            if options.tls_insecure:
-                client.tls_insecure_set(True)
-        if will is not None:
-            client.will_set(will.topic, will.payload, will.qos, will.retain)
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        self.client = client
 
-    # ------------------------------------------------------------------ event-loop glue
+    # --------------------------------------------------------------------- connecting
 
-    def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        self._in_loop(self._add_reader, sock.fileno())
-
-    def _add_reader(self, fd: int) -> None:
-        if fd < 0 or self._closed.is_set():
-            return
-        self._fd = fd
-        self._loop.add_reader(fd, self._on_readable)
-
-    def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        self._in_loop(self._remove_fd, sock.fileno())
-
-    def _remove_fd(self, fd: int) -> None:
-        if fd < 0:
-            return
-        self._loop.remove_reader(fd)
-        self._loop.remove_writer(fd)
-        if self._fd == fd:
-            self._fd = None
-            self._writer = False
-
-    def _on_register_write(self, _client: Any, _userdata: Any, _sock: Any) -> None:
-        self._in_loop(self._schedule_flush)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._writer:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self._write()
-        if self.client.want_write() and not self._writer and self._fd is not None:
-            # The socket is full: let the loop tell us when it drains.
-            self._writer = True
-            self._loop.add_writer(self._fd, self._write)
-
-    def _write(self) -> None:
+    async def connect(self) -> None:
+        """Connect and wait for the CONNACK; raises :class:`BrokerUnreachable`."""
+        opts = self.options
+        self._connack = self._loop.create_future()
+        context = _tls_context(opts) if opts.tls else None
         try:
-            self.client.loop_write()
-        except Exception as exc:  # paho raises OS/SSL errors from send
-            self._lost(exc)
-
-    def _on_unregister_write(self, _client: Any, _userdata: Any, _sock: Any) -> None:
-        self._in_loop(self._remove_writer)
-
-    def _remove_writer(self) -> None:
-        if self._writer and self._fd is not None:
-            self._loop.remove_writer(self._fd)
-        self._writer = False
-
-    def _on_readable(self) -> None:
-        client = self.client
-        try:
-            while True:
-                client.loop_read()
-                sock = client.socket()
-                # TLS may hold decrypted bytes the selector cannot see.
-                if sock is not None and hasattr(sock, "pending") and sock.pending() > 0:
-                    continue
-                break
-        except Exception as exc:
-            self._lost(exc)
-
-    def _lost(self, exc: BaseException) -> None:
-        self.on_event(f"{self.client_id}: connection error: {exc}")
-        if self._fd is not None:
-            self._remove_fd(self._fd)
-        with contextlib.suppress(Exception):
-            sock = self.client.socket()
-            if sock is not None:
-                sock.close()
-        self._connection_dropped()
-
-    # ------------------------------------------------------------------- paho callbacks
-
-    def _on_connect(
-        self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any
-    ) -> None:
-        future = self._connack
-        if reason.is_failure:
-            if future is not None and not future.done():
-                future.set_exception(
-                    BrokerUnreachable(f"{self.options.where()} refused {self.client_id}: {reason}")
+            async with asyncio.timeout(opts.connect_timeout_s):
+                await self._loop.create_connection(
+                    lambda: _Protocol(self),
+                    opts.host,
+                    opts.port,
+                    ssl=context,
+                    server_hostname=(opts.host if context is not None else None),
                 )
-            return
+                await self._connack
+        except TimeoutError:
+            self._drop_transport()
+            raise BrokerUnreachable(
+                f"{opts.where()}: no CONNACK for {self.client_id} within {opts.connect_timeout_s:g}s"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            self._drop_transport()
+            raise BrokerUnreachable(f"cannot connect to {opts.where()}: {exc}") from None
+        except BrokerUnreachable:
+            self._drop_transport()
+            raise
         self.connected = True
-        if future is not None and not future.done():
-            future.set_result(None)
+        self._lost = asyncio.Event()
+        self._resend()
 
-    def _on_disconnect(
-        self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any
-    ) -> None:
-        self.connected = False
-        if self.closing:
-            self._closed.set()
-            return
-        self.on_event(f"{self.client_id}: disconnected ({reason}); reconnecting")
-        self._connection_dropped()
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+        self._buf.clear()
+        self._ping_sent = None
+        self._transport.write(self._connect_bytes)
+        self._last_out = time.monotonic()
 
-    def _connection_dropped(self) -> None:
+    def _drop_transport(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+
+    def _on_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        self._transport = None
+        was_connected = self.connected
         self.connected = False
-        if self.closing:
-            self._closed.set()
+        self._out.clear()
+        for token in self._qos0:
+            self.ledger.unconfirmed(token)
+        self.flow.done(len(self._qos0))
+        self._qos0.clear()
+        self._lost.set()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(
+                BrokerUnreachable(
+                    f"{self.options.where()} closed the connection of {self.client_id}"
+                    + (f": {exc}" if exc else "")
+                )
+            )
+        if self.closing or not was_connected:
             return
+        self.on_event(
+            f"{self.client_id}: connection lost ({exc or 'closed by the broker'}); reconnecting"
+        )
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = self._loop.create_task(self._reconnect())
-
-    def _on_publish(
-        self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any
-    ) -> None:
-        token = self.pending.pop(mid, None)
-        if token is not None:
-            self.ledger.acked(token)
-            self.flow.done()
-
-    # ------------------------------------------------------------------------ public API
-
-    async def connect(self, executor: Executor | None = None) -> None:
-        """Connect and wait for the CONNACK; raises :class:`BrokerUnreachable`."""
-        self._executor = executor
-        self._connack = self._loop.create_future()
-        opts = self.options
-        try:
-            await self._loop.run_in_executor(
-                executor, self._blocking_connect, opts.host, opts.port, opts.keepalive
-            )
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise BrokerUnreachable(f"cannot connect to {opts.where()}: {exc}") from None
-        try:
-            await asyncio.wait_for(asyncio.shield(self._connack), opts.connect_timeout_s)
-        except TimeoutError:
-            raise BrokerUnreachable(
-                f"{opts.where()} did not answer {self.client_id}'s CONNECT within "
-                f"{opts.connect_timeout_s:g}s"
-            ) from None
-
-    def _blocking_connect(self, host: str, port: int, keepalive: int) -> None:
-        self.client.connect(host, port, keepalive)
 
     async def _reconnect(self) -> None:
         delay = 0.1
@@ -350,62 +339,200 @@ class Connection:
             if self.closing:
                 return
             self.ledger.totals.reconnects += 1
-            self._connack = self._loop.create_future()
             try:
-                await self._loop.run_in_executor(self._executor, self.client.reconnect)
-                await asyncio.wait_for(
-                    asyncio.shield(self._connack), self.options.connect_timeout_s
-                )
-            except (OSError, ssl.SSLError, TimeoutError, BrokerUnreachable) as exc:
+                await self.connect()
+            except BrokerUnreachable as exc:
                 self.on_event(f"{self.client_id}: reconnect failed: {exc}")
                 delay = min(5.0, delay * 2)
                 continue
-            self.on_event(f"{self.client_id}: reconnected")
+            self.on_event(f"{self.client_id}: reconnected, resent {len(self.pending):,}")
             return
 
+    def _resend(self) -> None:
+        """After (re)connecting: every unacknowledged message again, in order."""
+        for mid, entry in self.pending.items():
+            state = entry[2]
+            if state == _RELEASED:
+                self._out.append(b"\x62\x02" + _U16.pack(mid))
+            else:
+                packet = entry[1]
+                assert isinstance(packet, bytes)
+                if state == _SENT:
+                    packet = bytes((packet[0] | 0x08,)) + packet[1:]  # DUP
+                entry[2] = _SENT
+                self._out.append(packet)
+        if self._out:
+            self._schedule_flush()
+
+    # ------------------------------------------------------------------------ reading
+
+    def _on_data(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        size = len(buf)
+        pos = 0
+        while size - pos >= 2:
+            first = buf[pos]
+            index = pos + 1
+            length = 0
+            shift = 0
+            complete = False
+            while index < size and shift <= 21:
+                byte = buf[index]
+                index += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    complete = True
+                    break
+            if not complete:
+                if shift > 21 and self._transport is not None:
+                    self.on_event(f"{self.client_id}: malformed packet from the broker")
+                    self._transport.abort()
+                break
+            end = index + length
+            if end > size:
+                break
+            kind = first >> 4
+            if kind == 4 or kind == 7:  # PUBACK, PUBCOMP
+                self._acked((buf[index] << 8) | buf[index + 1])
+            elif kind == 5:  # PUBREC → PUBREL
+                mid = (buf[index] << 8) | buf[index + 1]
+                entry = self.pending.get(mid)
+                if entry is not None:
+                    entry[2] = _RELEASED
+                self._out.append(b"\x62\x02" + _U16.pack(mid))
+                self._schedule_flush()
+            elif kind == 2:  # CONNACK
+                self._on_connack(buf[index + 1] if length >= 2 else 255)
+            elif kind == 13:  # PINGRESP
+                self._ping_sent = None
+            pos = end
+        if pos:
+            del buf[:pos]
+
+    def _acked(self, mid: int) -> None:
+        entry = self.pending.pop(mid, None)
+        if entry is not None:
+            token = entry[0]
+            self.ledger.acked(token)  # type: ignore[arg-type]
+            self.flow.done()
+
+    def _on_connack(self, code: int) -> None:
+        future = self._connack
+        if future is None or future.done():
+            return
+        if code == 0:
+            future.set_result(None)
+        else:
+            reason = CONNACK_CODES.get(code, f"return code {code}")
+            future.set_exception(
+                BrokerUnreachable(f"{self.options.where()} refused {self.client_id}: {reason}")
+            )
+
+    # ------------------------------------------------------------------------ writing
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self._transport
+        if transport is None or not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        transport.write(data)
+        self._last_out = time.monotonic()
+        if self._qos0:
+            # QoS 0 has no acknowledgement: handed to the socket is as far as it goes.
+            for token in self._qos0:
+                self.ledger.acked(token)
+            self.flow.done(len(self._qos0))
+            self._qos0.clear()
+
+    def _new_mid(self) -> int:
+        mid = self._next_mid
+        pending = self.pending
+        for _ in range(0x10000):
+            mid = mid % 0xFFFF + 1
+            if mid not in pending:
+                self._next_mid = mid
+                return mid
+        raise RuntimeError("all 65535 packet ids are in flight")  # Flow prevents this
+
     def publish(self, topic: str, payload: bytes, qos: int, token: Token) -> bool:
-        """Queue one message; False (and nothing recorded) if paho refused it."""
-        info = self.client.publish(topic, payload, qos)
-        rc = info.rc
-        if rc == paho.MQTT_ERR_SUCCESS or (rc == paho.MQTT_ERR_NO_CONN and qos > 0):
-            # NO_CONN at QoS ≥ 1: paho keeps the message and sends it after reconnecting.
-            self.pending[info.mid] = token
-            self.flow.add()
-            return True
-        self.ledger.totals.publish_errors += 1
-        return False
+        """Queue one message. QoS ≥ 1 messages survive a reconnect; a QoS 0 message
+        while disconnected is refused (False, counted as a publish error)."""
+        topic_bytes = self._topics.get(topic)
+        if topic_bytes is None:
+            topic_bytes = topic.encode()
+            if len(self._topics) < 4096:
+                self._topics[topic] = topic_bytes
+        if qos == 0:
+            if not self.connected:
+                self.ledger.totals.publish_errors += 1
+                return False
+            self._out.append(publish_packet(topic_bytes, payload, 0, 0))
+            self._qos0.append(token)
+        else:
+            mid = self._new_mid()
+            packet = publish_packet(topic_bytes, payload, qos, mid)
+            if self.connected:
+                self.pending[mid] = [token, packet, _SENT]
+                self._out.append(packet)
+            else:
+                self.pending[mid] = [token, packet, _UNSENT]
+        self.flow.add()
+        if self.connected:
+            self._schedule_flush()
+        return True
 
     def misc(self) -> None:
-        """Keepalive pings and timeouts; call about once a second."""
-        if self.connected:
-            with contextlib.suppress(Exception):
-                self.client.loop_misc()
+        """Keepalive: ping when idle; drop a connection whose ping went unanswered."""
+        if not self.connected or self._transport is None:
+            return
+        now = time.monotonic()
+        keepalive = self.options.keepalive
+        if self._ping_sent is not None and now - self._ping_sent > keepalive:
+            self.on_event(f"{self.client_id}: no PINGRESP in {keepalive}s; reconnecting")
+            self._transport.abort()
+            return
+        if self._ping_sent is None and now - self._last_out > keepalive / 2:
+            self._ping_sent = now
+            self._out.append(_PINGREQ)
+            self._schedule_flush()
 
     def give_up_pending(self) -> int:
         """Record every unacknowledged message as unconfirmed; returns how many."""
-        count = len(self.pending)
-        for token in self.pending.values():
+        count = len(self.pending) + len(self._qos0)
+        for entry in self.pending.values():
+            self.ledger.unconfirmed(entry[0])  # type: ignore[arg-type]
+        for token in self._qos0:
             self.ledger.unconfirmed(token)
         self.pending.clear()
+        self._qos0.clear()
         if count:
             self.flow.done(count)
         return count
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Send DISCONNECT (the last will is not published) and release the socket."""
+        """Send DISCONNECT (so the broker drops the last will) and close."""
         self.closing = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect_task
+        transport = self._transport
+        if transport is None:
+            return
+        self._flush()
         if self.connected:
-            self.client.disconnect()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), timeout)
-        self._closed.set()
-        if self._fd is not None:
-            self._remove_fd(self._fd)
-        with contextlib.suppress(Exception):
-            sock = self.client.socket()
-            if sock is not None:
-                sock.close()
+            transport.write(_DISCONNECT)
+        transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), timeout)
+        if self._transport is not None:
+            self._transport.abort()

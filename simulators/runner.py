@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +36,8 @@ FD_RESERVE = 64
 MAX_RATE_HZ = 1000.0
 """Per sensor: timestamps are milliseconds and must stay unique per series."""
 TICKS_PER_PASS = 2000
+MAX_PENDING = 60_000
+EVENTS_SHOWN = 20
 """Ticks served before the scheduler yields to socket I/O."""
 
 
@@ -62,7 +63,6 @@ class RunOptions:
     faults: FaultRates = field(default_factory=FaultRates)
     jitter: float = 0.1
     max_pending: int = 20_000
-    inflight: int | None = None
     connect_concurrency: int = 64
     drain_timeout_s: float = 30.0
     report: Path | None = None
@@ -89,8 +89,9 @@ class RunOptions:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
         if self.connections < 0:
             raise ValueError("--connections must be >= 0 (0 = one client per sensor)")
-        if self.max_pending < 1:
-            raise ValueError("--max-pending must be >= 1")
+        if not 1 <= self.max_pending <= MAX_PENDING:
+            # Packet ids are 16-bit per connection: more in flight would reuse one.
+            raise ValueError(f"--max-pending must be in [1, {MAX_PENDING}]")
         if not self.prefix or "/" in self.prefix or "+" in self.prefix or "#" in self.prefix:
             raise ValueError("--prefix must be non-empty and contain no '/', '+' or '#'")
 
@@ -142,6 +143,7 @@ class Runner:
         self.interrupted = False
         self.keepup = KeepUp()
         self.events: list[str] = []
+        self.event_count = 0
         self._clock: Callable[[], float] = time.monotonic
         self.progress: Progress | None = None
         self.flow = Flow(options.max_pending)
@@ -158,9 +160,14 @@ class Runner:
         print(f"tidegate-sim: {message}", file=self.out, flush=True)
 
     def _event(self, message: str) -> None:
-        if len(self.events) < 1000:
+        # Thousands of clients losing a broker at once must not flood the terminal.
+        self.event_count += 1
+        if len(self.events) < 100:
             self.events.append(message)
-        self.say(message)
+        if self.event_count <= EVENTS_SHOWN:
+            self.say(message)
+        elif self.event_count == EVENTS_SHOWN + 1:
+            self.say("… more connection events not shown (count in the report's totals.reconnects)")
 
     def _on_signal(self) -> None:
         if self.stop_requested.is_set():
@@ -197,7 +204,6 @@ class Runner:
         )
         self.fleet = fleet
         per_sensor = opts.connections == 0
-        inflight = opts.inflight or (20 if per_sensor else 1000)
         for j in range(n_conn):
             name = (
                 f"{client_prefix}-{fleet.sensors[j].target.sensor_id}"
@@ -211,23 +217,17 @@ class Runner:
                     name,
                     self.ledger,
                     flow,
-                    inflight=inflight,
                     will=will,
                     on_event=self._event,
                 )
             )
         started_ms = time.time_ns() // 1_000_000
-        executor = ThreadPoolExecutor(
-            max_workers=max(1, min(opts.connect_concurrency, n_conn)),
-            thread_name_prefix="sim-connect",
-        )
         try:
-            await self._connect_all(executor)
+            await self._connect_all()
             self._conn_of = [self.connections[i % n_conn] for i in range(opts.sensors)]
             result = await self._publish_and_drain(fleet, flow, started_ms)
         finally:
             await self._close_all()
-            executor.shutdown(wait=False, cancel_futures=True)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -235,7 +235,7 @@ class Runner:
             write_report(opts.report, result.report)
         return result
 
-    async def _connect_all(self, executor: ThreadPoolExecutor) -> None:
+    async def _connect_all(self) -> None:
         total = len(self.connections)
         if total > 1:
             self.say(f"connecting {total} client(s) to {self.options.broker.where()} …")
@@ -248,7 +248,7 @@ class Runner:
             async with semaphore:
                 if self.stop_requested.is_set():
                     return
-                await conn.connect(executor)
+                await conn.connect()
                 done += 1
 
         tasks = [asyncio.ensure_future(one(conn)) for conn in self.connections]
