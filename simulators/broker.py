@@ -150,3 +150,20 @@ class PrivateBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def clear_session(host: str, port: int, client_id: str, timeout: float = 5.0) -> bool:
+    """Make the broker forget ``client_id``'s persistent session (subscriptions and
+    queued messages) by connecting once with a clean session. True on success."""
+    from simulators.mqtt import connect_packet
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(connect_packet(client_id, 10))
+            reply = sock.recv(4)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\xe0\x00")
+    except OSError:
+        return False
+    return len(reply) == 4 and reply[0] == 0x20 and reply[3] == 0
