@@ -14,13 +14,14 @@ stored as canonical JSON (``json.dumps``), so a level such as ``'; DROP TABLE`` 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import DecodeError
 from gateway.models import NO_TAGS, Tags
 from gateway.validation import Limits, check_name
 
 _DEFAULT_LIMITS = Limits()
+_CACHE_MAX = 10_000
 
 _NAME = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
 READING_FIELDS = frozenset({"sensor_id", "metric"})
@@ -34,6 +35,10 @@ class TopicTemplate:
     levels: tuple[str | None, ...]
     """Per level: the capture name, ``None`` for ``+``, or ``"=literal"``."""
     trailing_hash: bool
+    _cache: dict[tuple[str, int], tuple[dict[str, str], Tags]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
+    """Recent topics already matched (sensors publish to the same topic again and again)."""
 
     @classmethod
     def parse(cls, text: str) -> TopicTemplate:
@@ -77,6 +82,17 @@ class TopicTemplate:
         Raises :class:`DecodeError` when the topic does not fit the template or a
         captured tag value is empty, too long or holds control characters.
         """
+        key = (topic, limits.max_name_length)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return dict(hit[0]), hit[1]
+        fields, tags = self._match(topic, limits)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()  # bounded; refilled by the topics still in use
+        self._cache[key] = (fields, tags)
+        return dict(fields), tags
+
+    def _match(self, topic: str, limits: Limits) -> tuple[dict[str, str], Tags]:
         parts = topic.split("/")
         count = len(self.levels)
         if len(parts) < count or (len(parts) > count and not self.trailing_hash):

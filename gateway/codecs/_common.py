@@ -12,7 +12,14 @@ from typing import Any
 
 from gateway.errors import DecodeError
 from gateway.models import Decoded
-from gateway.validation import DecodeContext, check_ts_ms, parse_iso_ms, to_ts_ms
+from gateway.validation import (
+    DecodeContext,
+    Limits,
+    check_name,
+    check_ts_ms,
+    parse_iso_ms,
+    to_ts_ms,
+)
 
 TsFormat = str
 """One of ``auto``, ``s``, ``ms``, ``us``, ``ns``, ``iso`` (``SubscriptionConfig.ts_format``)."""
@@ -22,6 +29,34 @@ _INT_DIV = {"us": 1000, "ns": 1_000_000}
 
 NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 """A plain decimal number: no ``inf``/``nan``, no ``_`` separators, no hex (unlike ``float()``)."""
+
+
+MIN_EPOCH_MS = 100_000_000_000
+"""Smallest number ``auto`` reads as epoch milliseconds (below it: seconds)."""
+MAX_EPOCH_MS = 100_000_000_000_000
+"""From here on ``auto`` reads numbers as microseconds."""
+
+
+class NameCache:
+    """Checks sensor ids, metrics and units once per message.
+
+    A batched payload repeats the same few names many times; :func:`check_name`'s
+    rules do not depend on the kind of name, so one set of accepted names serves all.
+    Call it like ``check_name``: ``names("metric", value)``.
+    """
+
+    __slots__ = ("limits", "seen")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.seen: set[str] = set()
+
+    def __call__(self, kind: str, value: object) -> str:
+        if value.__class__ is str and value in self.seen:
+            return value
+        name = check_name(kind, value, self.limits)
+        self.seen.add(name)
+        return name
 
 
 def option(ctx: DecodeContext, name: str, default: Any) -> Any:

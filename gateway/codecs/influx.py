@@ -30,15 +30,13 @@ from __future__ import annotations
 import re
 
 from gateway.codecs import register
-from gateway.codecs._common import checked, option, text_of
+from gateway.codecs._common import NameCache, checked, option, text_of
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading, Tags
 from gateway.validation import (
     DecodeContext,
-    check_name,
     check_ts_ms,
     epoch_to_ms,
-    make_reading,
     merge_tags,
 )
 
@@ -57,7 +55,7 @@ _MAX_TS_DIGITS = 25
 class _Line:
     """One parsed line."""
 
-    __slots__ = ("fields", "measurement", "tags", "timestamp")
+    __slots__ = ("fields", "head", "measurement", "tags", "timestamp")
 
     def __init__(
         self,
@@ -65,7 +63,10 @@ class _Line:
         tags: list[tuple[str, str]],
         fields: list[tuple[str, str | None]],
         timestamp: str | None,
+        head: str | None = None,
     ) -> None:
+        self.head = head
+        """The unparsed ``measurement,tags`` text when it had no escapes (a cache key)."""
         self.measurement = measurement
         self.tags = tags
         self.fields = fields
@@ -102,7 +103,7 @@ def _parse_simple(line: str) -> _Line | None:
         if not eq or "=" in value:
             return None
         fields.append((key, value))
-    return _Line(measurement, tags, fields, timestamp)
+    return _Line(measurement, tags, fields, timestamp, head)
 
 
 class _Scanner:
@@ -297,9 +298,11 @@ def _timestamp_ms(raw: str | None, precision: str, number: int, ctx: DecodeConte
 # --- mapping -----------------------------------------------------------------------
 
 
-def _to_readings(
-    line: _Line, number: int, ctx: DecodeContext, out: list[Reading], ts_ms: int
-) -> int:
+Series = tuple[str, str | None, Tags, str]
+"""What a line's measurement and tags resolve to: sensor_id, unit, tags, measurement."""
+
+
+def _series(line: _Line, number: int, ctx: DecodeContext, names: NameCache) -> Series:
     limits = ctx.limits
     sid_tag = option(ctx, "sensor_id_field", "sensor_id")
     unit_tag = option(ctx, "unit_field", "unit")
@@ -328,16 +331,26 @@ def _to_readings(
     unit = tags.pop(unit_tag, None)
     if len(tags) + len(ctx.topic_tags) > limits.max_tags:
         raise DecodeError(f"line {number}: more than {limits.max_tags} tags")
-    line_tags: Tags = tuple(
-        sorted(
-            (check_name("tag name", k, limits), check_name("tag value", v, limits))
-            for k, v in tags.items()
-        )
-    )
-    all_tags = merge_tags(ctx.topic_tags, line_tags)
-    measurement = line.measurement
-    if not measurement:
+    if not line.measurement:
         raise DecodeError(f"line {number}: missing measurement")
+    try:
+        line_tags: Tags = tuple(
+            sorted((names("tag name", k), names("tag value", v)) for k, v in tags.items())
+        )
+        return (
+            names("sensor_id", sensor_id),
+            None if unit is None else names("unit", unit),
+            merge_tags(ctx.topic_tags, line_tags),
+            line.measurement,
+        )
+    except DecodeError as exc:
+        raise DecodeError(f"line {number}: {exc.reason}") from None
+
+
+def _to_readings(
+    line: _Line, series: Series, number: int, ts_ms: int, names: NameCache, out: list[Reading]
+) -> int:
+    sensor_id, unit, tags, measurement = series
     skipped = 0
     for key, raw in line.fields:
         if not key:
@@ -345,12 +358,12 @@ def _to_readings(
         if raw is None:
             skipped += 1  # string field: not a number, not an error
             continue
-        field_value = _field_value(raw, key, number)
-        metric = f"{measurement}.{key}"
+        value = _field_value(raw, key, number)  # finite by construction
         try:
-            out.append(make_reading(sensor_id, metric, ts_ms, field_value, unit, all_tags, ctx))
+            metric = names("metric", f"{measurement}.{key}")
         except DecodeError as exc:
             raise DecodeError(f"line {number}: {exc.reason}") from None
+        out.append(Reading(sensor_id, metric, ts_ms, value, unit, tags))
     return skipped
 
 
@@ -364,10 +377,18 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
     lines = _lines(text)
     if not lines:
         raise DecodeError("line protocol payload has no lines")
+    names = NameCache(ctx.limits)
+    heads: dict[str, Series] = {}  # lines of one payload usually share measurement and tags
     for number, line in lines:
         parsed = _parse_simple(line) or _Scanner(line, number).parse()
+        head = parsed.head
+        series = heads.get(head) if head is not None else None
+        if series is None:
+            series = _series(parsed, number, ctx, names)
+            if head is not None:
+                heads[head] = series
         ts_ms = _timestamp_ms(parsed.timestamp, precision, number, ctx)
-        skipped += _to_readings(parsed, number, ctx, readings, ts_ms)
+        skipped += _to_readings(parsed, series, number, ts_ms, names, readings)
         if len(readings) > limit:
             break  # checked() below reports it; stop parsing a flood early
     return checked(Decoded(readings, skipped), ctx)

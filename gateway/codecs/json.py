@@ -32,7 +32,15 @@ from pydantic import Field, StrictBool, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from gateway.codecs import register
-from gateway.codecs._common import checked, finite, option, ts_ms
+from gateway.codecs._common import (
+    MAX_EPOCH_MS,
+    MIN_EPOCH_MS,
+    NameCache,
+    checked,
+    finite,
+    option,
+    ts_ms,
+)
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
 from gateway.validation import (
@@ -102,29 +110,53 @@ def _pick(payload_value: object, topic_value: str | None, topic_wins: bool) -> o
 
 
 def _from_objects(items: list[Any], ctx: DecodeContext, names: tuple[str, ...]) -> list[Reading]:
+    """Readings from objects already validated by ``ReadingObject`` (so ``value`` is a
+    finite float or a bool, names are strings).
+
+    This is the hot loop of batched JSON: names are checked once per message
+    (:class:`NameCache`), and the common timestamp (epoch ms inside the validation
+    window) skips the general parser.
+    """
     sid_key, metric_key, value_key, ts_key, unit_key, tags_key = names
     topic_sid = ctx.topic_fields.get("sensor_id")
     topic_metric = ctx.topic_fields.get("metric")
+    topic_wins = ctx.topic_wins
+    topic_tags = ctx.topic_tags
     ts_format = option(ctx, "ts_format", "auto")
+    fast_ts = ts_format in ("auto", "ms")
+    lowest = max(ctx.limits.min_ts_ms, MIN_EPOCH_MS)
+    highest = min(ctx.now_ms + ctx.limits.max_future_ms, MAX_EPOCH_MS - 1)
+    checked = NameCache(ctx.limits)
     readings: list[Reading] = []
+    append = readings.append
     for index, item in enumerate(items):
         try:
-            sensor_id = _pick(item.get(sid_key), topic_sid, ctx.topic_wins)
+            sensor_id = _pick(item.get(sid_key), topic_sid, topic_wins)
             if sensor_id is None:
                 raise DecodeError("no sensor_id in payload or topic")
-            metric = _pick(item.get(metric_key), topic_metric, ctx.topic_wins)
+            metric = _pick(item.get(metric_key), topic_metric, topic_wins)
             if metric is None:
                 raise DecodeError("no metric in payload or topic")
-            tags = merge_tags(ctx.topic_tags, check_tags(item.get(tags_key), ctx))
-            readings.append(
-                make_reading(
-                    sensor_id,
-                    metric,
-                    ts_ms(item.get(ts_key), ts_format, ctx),
-                    item[value_key],
-                    item.get(unit_key),
+            raw_tags = item.get(tags_key)
+            tags = (
+                topic_tags
+                if raw_tags is None
+                else merge_tags(topic_tags, check_tags(raw_tags, ctx))
+            )
+            raw_ts = item.get(ts_key)
+            if fast_ts and raw_ts.__class__ is int and lowest <= raw_ts <= highest:
+                when = raw_ts  # already epoch ms in range: the common case
+            else:
+                when = ts_ms(raw_ts, ts_format, ctx)
+            unit = item.get(unit_key)
+            append(
+                Reading(
+                    checked("sensor_id", sensor_id),
+                    checked("metric", metric),
+                    when,
+                    float(item[value_key]),  # bool → 1.0/0.0; finiteness checked by pydantic
+                    None if unit is None or unit == "" else checked("unit", unit),
                     tags,
-                    ctx,
                 )
             )
         except DecodeError as exc:

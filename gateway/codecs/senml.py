@@ -46,10 +46,10 @@ import cbor2
 import pydantic_core
 
 from gateway.codecs import register
-from gateway.codecs._common import checked, finite
+from gateway.codecs._common import NameCache, checked, finite
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
-from gateway.validation import DecodeContext, check_ts_ms, make_reading
+from gateway.validation import DecodeContext, check_ts_ms
 
 SENML_VERSION = 10
 RELATIVE_LIMIT = 2**28
@@ -105,6 +105,8 @@ def _labels(raw: Mapping[Any, Any], index: int, cbor: bool) -> dict[str, Any]:
 
 
 def _number(value: object, label: str, index: int) -> float:
+    if value.__class__ is float and value - value == 0.0:
+        return value  # the common case: a finite float
     if isinstance(value, Decimal):  # CBOR decimal fraction (tag 4)
         try:
             value = float(value)
@@ -133,16 +135,19 @@ def _split_name(name: str, ctx: DecodeContext) -> tuple[str, str]:
 
 
 class _Base:
-    """The base fields in effect while walking a pack."""
+    """The base fields in effect while walking a pack, and per-pack caches."""
 
-    __slots__ = ("bn", "bs", "bt", "bu", "bv")
+    __slots__ = ("bn", "bs", "bt", "bu", "bv", "names", "splits")
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: DecodeContext) -> None:
         self.bn = ""
         self.bt = 0.0
         self.bu: str | None = None
         self.bv = 0.0
         self.bs: float | None = None
+        self.names = NameCache(ctx.limits)
+        self.splits: dict[str, tuple[str, str]] = {}
+        """Resolved name → checked (sensor_id, metric): records repeat names."""
 
 
 def decode_pack(records: object, ctx: DecodeContext, cbor: bool = False) -> Decoded:
@@ -152,7 +157,7 @@ def decode_pack(records: object, ctx: DecodeContext, cbor: bool = False) -> Deco
     limit = ctx.limits.max_readings_per_message
     if len(records) > limit:
         raise DecodeError(f"{len(records)} SenML records in one message (limit {limit})")
-    base = _Base()
+    base = _Base(ctx)
     readings: list[Reading] = []
     skipped = 0
     for index, raw in enumerate(records):
@@ -163,15 +168,12 @@ def decode_pack(records: object, ctx: DecodeContext, cbor: bool = False) -> Deco
     return checked(Decoded(readings, skipped), ctx)
 
 
-def _resolve(
-    rec: dict[str, Any],
-    index: int,
-    base: _Base,
-    ctx: DecodeContext,
-    out: list[Reading],
-    cbor: bool,
-) -> int:
-    """Apply one record (updating ``base``); append its readings; return skipped count."""
+_BASE_LABELS = frozenset({"bver", "bn", "bt", "bu", "bv", "bs"})
+_RARE_LABELS = frozenset({"ut", "l"})
+
+
+def _apply_base(rec: dict[str, Any], index: int, base: _Base) -> None:
+    """Check the version and take over the record's base fields."""
     if "bver" in rec:
         version = rec["bver"]
         if isinstance(version, bool) or not isinstance(version, int | float):
@@ -191,23 +193,33 @@ def _resolve(
     if "bs" in rec:
         base.bs = _number(rec["bs"], "bs", index)
 
+
+def _resolve(
+    rec: dict[str, Any],
+    index: int,
+    base: _Base,
+    ctx: DecodeContext,
+    out: list[Reading],
+    cbor: bool,
+) -> int:
+    """Apply one record (updating ``base``); append its readings; return skipped count."""
+    if not _BASE_LABELS.isdisjoint(rec):
+        _apply_base(rec, index, base)
     name = base.bn + (_text(rec["n"], "n", index) if "n" in rec else "")
-    if not NAME_RE.fullmatch(name):
-        shown = name[:60] if name else "(empty)"
-        raise DecodeError(
-            f"record {index}: name {shown!r} breaks RFC 8428 name rules"
-            " (letters, digits and - : . / _, starting with a letter or digit)"
-        )
+    split = base.splits.get(name)
+    if split is None:
+        split = base.splits[name] = _checked_split(name, index, ctx, base.names)
     present = [label for label in VALUE_FIELDS if label in rec]
     has_sum = "s" in rec
     if len(present) > 1:
         raise DecodeError(f"record {index}: more than one value field ({', '.join(present)})")
     if not present and not has_sum:
         raise DecodeError(f"record {index}: no value (v, vs, vb, vd) and no sum (s)")
-    if "ut" in rec:
-        _number(rec["ut"], "ut", index)
-    if "l" in rec:
-        _text(rec["l"], "l", index)
+    if not _RARE_LABELS.isdisjoint(rec):
+        if "ut" in rec:
+            _number(rec["ut"], "ut", index)
+        if "l" in rec:
+            _text(rec["l"], "l", index)
 
     seconds = base.bt + (_number(rec["t"], "t", index) if "t" in rec else 0.0)
     millis = seconds * 1000
@@ -215,20 +227,20 @@ def _resolve(
         raise DecodeError(f"record {index}: time is out of range")
     when = check_ts_ms(round(millis) + (ctx.now_ms if seconds < RELATIVE_LIMIT else 0), ctx)
     unit = _text(rec["u"], "u", index) if "u" in rec else base.bu
-    sensor_id, metric = _split_name(name, ctx)
+    sensor_id, metric = split
+    if unit is not None:
+        unit = None if unit == "" else _named(base.names, "unit", unit, index)
     tags = ctx.topic_tags
     skipped = 0
     kind = present[0] if present else None
     if kind == "v":
         value = base.bv + _number(rec["v"], "v", index)
-        out.append(
-            make_reading(sensor_id, metric, when, _finite_total(value, index), unit, tags, ctx)
-        )
+        out.append(Reading(sensor_id, metric, when, _finite_total(value, index), unit, tags))
     elif kind == "vb":
         flag = rec["vb"]
         if not isinstance(flag, bool):
             raise DecodeError(f"record {index}: vb must be a boolean, got {type(flag).__name__}")
-        out.append(make_reading(sensor_id, metric, when, 1.0 if flag else 0.0, unit, tags, ctx))
+        out.append(Reading(sensor_id, metric, when, 1.0 if flag else 0.0, unit, tags))
     elif kind == "vs":
         _text(rec["vs"], "vs", index)
         skipped += 1
@@ -242,11 +254,34 @@ def _resolve(
         total = (base.bs or 0.0) + (_number(rec["s"], "s", index) if has_sum else 0.0)
         sum_unit = f"{unit}*s" if unit else None
         out.append(
-            make_reading(
-                sensor_id, f"{metric}.sum", when, _finite_total(total, index), sum_unit, tags, ctx
+            Reading(
+                sensor_id,
+                _named(base.names, "metric", f"{metric}.sum", index),
+                when,
+                _finite_total(total, index),
+                None if sum_unit is None else _named(base.names, "unit", sum_unit, index),
+                tags,
             )
         )
     return skipped
+
+
+def _checked_split(name: str, index: int, ctx: DecodeContext, names: NameCache) -> tuple[str, str]:
+    if not NAME_RE.fullmatch(name):
+        shown = name[:60] if name else "(empty)"
+        raise DecodeError(
+            f"record {index}: name {shown!r} breaks RFC 8428 name rules"
+            " (letters, digits and - : . / _, starting with a letter or digit)"
+        )
+    sensor_id, metric = _split_name(name, ctx)
+    return _named(names, "sensor_id", sensor_id, index), _named(names, "metric", metric, index)
+
+
+def _named(names: NameCache, kind: str, value: str, index: int) -> str:
+    try:
+        return names(kind, value)
+    except DecodeError as exc:
+        raise DecodeError(f"record {index}: {exc.reason}") from None
 
 
 def _finite_total(value: float, index: int) -> float:
