@@ -331,9 +331,7 @@ async def readings(request: Request) -> Response:
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
     span = params.time_range(qp, now, DEFAULT_SPAN_MS, state.max_range_ms, open_end=True)
-    order = (params.text(qp, "order") or "asc").lower()
-    if order not in ("asc", "desc"):
-        raise QueryError("order must be asc or desc")
+    order = params.choice(qp, "order", ("asc", "desc"), "asc")
     descending = order == "desc"
     after = params.decode_cursor(params.text(qp, "cursor"))
     high = state.config.max_export_rows if csv_wanted else state.config.max_rows
@@ -382,6 +380,9 @@ async def readings(request: Request) -> Response:
 
 # --- aggregates ---------------------------------------------------------------------
 
+TIERS = ("auto", "raw", "1m", "1h")
+"""Values of ``tier`` (see :mod:`gateway.storage.tiers`)."""
+
 EXTRA_BUCKET_FIELDS = ("tier", "source")
 """Optional attributes a :class:`query.Bucket` may carry (e.g. which rollup tier served
 it); passed through to the response when present."""
@@ -408,6 +409,7 @@ async def aggregate(request: Request) -> Response:
     span = params.time_range(qp, now, DEFAULT_SPAN_MS, max_range_ms, open_end=False)
     bucket_ms = params.duration_ms(qp, "bucket", "1h", max_range_ms)
     aggs = params.aggregates(qp.getlist("agg"))
+    tier = params.choice(qp, "tier", TIERS, "auto")
     until_ms = span.until_ms if span.until_ms is not None else now
     max_buckets = state.config.max_buckets
     if (until_ms - span.since_ms) // bucket_ms > max_buckets:
@@ -426,6 +428,7 @@ async def aggregate(request: Request) -> Response:
             bucket_ms=bucket_ms,
             aggs=aggs,
             max_buckets=max_buckets,
+            tier=tier,
         )
 
     if csv_wanted:

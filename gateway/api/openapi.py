@@ -359,7 +359,15 @@ def document() -> dict[str, Any]:
                     _METRIC,
                     _FROM,
                     _TO_OPEN,
-                    _param("limit", "Rows per page (JSON: default 1000, max api.max_rows).", "100"),
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "Rows per page (JSON: default 1000, max api.max_rows;"
+                        " CSV: default and max api.max_export_rows).",
+                        "schema": {"type": "integer", "minimum": 1},
+                        "example": 100,
+                    },
                     _param("cursor", "`next_cursor` from the previous page."),
                     {
                         "name": "order",
@@ -390,13 +398,33 @@ def document() -> dict[str, Any]:
                     _METRIC,
                     _FROM,
                     _TO_NOW,
-                    _param("bucket", "Bucket width: 1m, 15m, 1h, 1d, … (default 1h).", "1h"),
+                    {
+                        "name": "bucket",
+                        "in": "query",
+                        "required": False,
+                        "description": "Bucket width: 1m, 15m, 1h, 1d, … (default 1h; at"
+                        " least 1s, at most api.max_range).",
+                        "schema": {
+                            "type": "string",
+                            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h|d|w)\\s*$",
+                        },
+                        "example": "1h",
+                    },
                     _param(
                         "agg",
                         "Aggregates, comma-separated or repeated: min, max, avg, sum, count,"
                         " last (default avg).",
                         "min,max,avg",
                     ),
+                    {
+                        "name": "tier",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["auto", "raw", "1m", "1h"]},
+                        "description": "Which data answers: `auto` (default: the coarsest"
+                        " rollup tier that answers each bucket exactly, else raw readings),"
+                        " `raw`, or a rollup tier. Each bucket says which in `tier`.",
+                    },
                     _FORMAT,
                 ],
                 description="Buckets aligned to the epoch (hourly buckets start on the hour, UTC).",

@@ -36,7 +36,7 @@ def text(params: Mapping[str, str], name: str) -> str | None:
 def integer(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """An integer parameter within ``[low, high]``."""
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw.strip())
@@ -44,6 +44,16 @@ def integer(params: Mapping[str, str], name: str, default: int, low: int, high: 
         raise QueryError(f"{name} must be an integer, got {raw[:40]!r}") from None
     if not low <= value <= high:
         raise QueryError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def choice(params: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices`` (exact spelling), ``default`` when the parameter is absent."""
+    value = params.get(name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise QueryError(f"{name} must be one of {', '.join(choices)}")
     return value
 
 
@@ -66,7 +76,11 @@ def time_ms(params: Mapping[str, str], name: str, now_ms: int) -> int | None:
 
 def duration_ms(params: Mapping[str, str], name: str, default: str, high_ms: int) -> int:
     """A duration such as ``1m``, ``1h``, ``1d`` within ``[1s, high_ms]``."""
-    raw = text(params, name) or default
+    raw = params.get(name)
+    if raw is None:
+        raw = default
+    elif len(raw) > MAX_TEXT or not raw.isascii():
+        raise QueryError(f"{name}: use a number with ms, s, m, h, d or w (e.g. 1h)")
     try:
         value = parse_duration_ms(raw)
     except (OverflowError, ValueError):
@@ -98,11 +112,8 @@ def aggregates(values: Sequence[str]) -> list[str]:
 def wants_csv(params: Mapping[str, str], accept: str) -> bool:
     """CSV when ``format=csv``, or when ``Accept`` names ``text/csv`` and no ``format``
     says otherwise."""
-    fmt = (params.get("format") or "").strip().lower()
-    if fmt:
-        if fmt not in ("json", "csv"):
-            raise QueryError("format must be json or csv")
-        return fmt == "csv"
+    if params.get("format") is not None:
+        return choice(params, "format", ("json", "csv"), "json") == "csv"
     return "text/csv" in accept.lower()
 
 
