@@ -7,10 +7,12 @@ Per connection:
 * a persistent session (fixed client id; 3.1.1 ``clean_session=False``; MQTT 5
   ``clean_start=False`` plus a session expiry), resubscribing only when the broker
   kept no session;
-* a bounded buffer filled by paho's callback and drained by the reader coroutine,
-  which decodes each message (:class:`Router`) and submits it to the pipeline. When
-  the pipeline is full the reader waits; when the buffer reaches ``receive_maximum``
-  the socket is no longer read — backpressure reaches the broker, nothing is dropped;
+* a bounded buffer filled by the adapter's socket reader (every message of one read
+  at once) and drained by the reader coroutine, which decodes each message
+  (:class:`Router`) and submits it to the pipeline. When the pipeline is full the
+  reader waits; when the buffer reaches ``receive_maximum`` the socket is no longer
+  read (the buffer holds at most that plus one read's worth) — backpressure reaches
+  the broker, nothing is dropped;
 * acks sent only by the pipeline after commit, and only on the connection the message
   arrived on (a packet id from an earlier connection means nothing; the broker
   redelivers those and the sink ignores the repeats).
@@ -109,11 +111,11 @@ class Connection:
         self.client_id = (
             config.client_id if config.connections == 1 else f"{config.client_id}-{index}"
         )
-        self.pending: deque[tuple[str, bytes, int, int, int]] = deque()
+        self.pending: deque[adapter.RawMessage] = deque()
         self.high_water = max(16, config.receive_maximum)
         self.low_water = self.high_water // 2
         self.handle: adapter.PahoHandle | None = None
-        self.generation = 0
+        self._connects = 0
         self.connected = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -125,23 +127,22 @@ class Connection:
 
     # -- paho callback side (runs inside loop_read on the event loop thread) --
 
-    def _on_message(self, message: adapter.RawMessage) -> None:
-        topic, payload, qos, mid = message
-        self.pending.append((topic, payload, qos, mid, self.generation))
+    def _on_messages(self, messages: list[adapter.RawMessage]) -> None:
+        """Everything one socket read brought (called by the adapter on the loop)."""
+        pending = self.pending
+        pending.extend(messages)
         self._idle.clear()
         self._wakeup.set()
-        if (
-            len(self.pending) >= self.high_water
-            and self.handle is not None
-            and not self.handle.paused
-        ):
+        handle = messages[-1][4]
+        if len(pending) >= self.high_water and not handle.paused:
             self._backpressured = True
             self.metrics.paused_reads += 1
-            adapter.pause_reading(self.handle)
+            adapter.pause_reading(handle)
 
-    def _ack(self, generation: int, mid: int, qos: int) -> None:
-        handle = self.handle
-        if generation == self.generation and handle is not None and adapter.ack(handle, mid, qos):
+    def _ack(self, handle: adapter.PahoHandle, mid: int, qos: int) -> None:
+        # Acked on the connection the message came on; a packet id from an earlier
+        # connection means nothing (the broker redelivers, the sink ignores repeats).
+        if adapter.ack(handle, mid, qos):
             self.metrics.acks_sent += 1
         else:
             self.metrics.acks_dropped += 1
@@ -157,10 +158,10 @@ class Connection:
             await self._wakeup.wait()
             self._wakeup.clear()
             while pending:
-                topic, payload, qos, mid, generation = pending.popleft()
+                topic, payload, qos, mid, handle = pending.popleft()
                 envelope = route(topic, payload)
                 if qos:
-                    envelope.ack = partial(self._ack, generation, mid, qos)
+                    envelope.ack = partial(self._ack, handle, mid, qos)
                 await submit(envelope)
                 if self._backpressured and len(pending) <= self.low_water:
                     self._backpressured = False
@@ -182,7 +183,9 @@ class Connection:
         attempt = 0
         while not self._closing.is_set():
             client = build_client(self.config, self.client_id)
-            handle = adapter.configure(client, self._on_message)
+            # Session messages can arrive (and even commit) before __aenter__ returns:
+            # each message carries its connection's handle for the ack.
+            handle = adapter.configure(client, self._on_messages)
             try:
                 async with asyncio.timeout(self.config.connect_timeout_s):
                     await client.__aenter__()
@@ -191,9 +194,9 @@ class Connection:
                 attempt += 1
                 await self._backoff(attempt)
                 continue
-            self.generation += 1
             self.handle = handle
-            if attempt or self.generation > 1:
+            self._connects += 1
+            if attempt or self._connects > 1:
                 self.metrics.reconnects += 1
             attempt = 0
             try:

@@ -1,0 +1,288 @@
+"""The QoS 1 backlog drain: one subscriber, one scenario, one run.
+
+1. create the subscriber's persistent session (a clean_session=0 connect that
+   subscribes, then disconnects);
+2. publish N messages at QoS 1 — the broker queues them for the offline session;
+3. start the subscriber and time it until all N are done (for tidegate: N messages'
+   readings committed and acknowledged; then the row count is checked in SQLite);
+4. delete the session, so later runs don't queue messages for it.
+
+Every run uses its own topic prefix and client id. Peak RSS comes from the
+subscriber's ``VmHWM`` (or, for ``mosquitto_sub``, the kernel's ``ru_maxrss`` of the
+child — the same figure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.broker import HOST, BenchBroker
+from bench.mqttwire import create_session, delete_session, publish_backlog
+from bench.workload import Scenario
+
+SUBSCRIBERS = ("mosquitto_sub", "aiomqtt", "naive", "tidegate")
+MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+
+
+@dataclass
+class TidegateOptions:
+    """How the bench configures tidegate (everything else is the default config)."""
+
+    connections: int = 1
+    receive_maximum: int = 1000
+    batch_size: int = 5000
+    queue_size: int = 10_000
+    extra_pipeline: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    subscriber: str
+    scenario: str
+    broker: str
+    messages: int
+    readings: int
+    seconds: float
+    rss_kb: int
+    ok: bool
+    detail: str = ""
+    bytes_per_reading: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def readings_per_s(self) -> float:
+        return self.readings / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["msgs_per_s"] = self.msgs_per_s
+        out["readings_per_s"] = self.readings_per_s
+        return out
+
+
+_counter = 0
+
+
+def _run_id(subscriber: str) -> str:
+    global _counter
+    _counter += 1
+    return f"{subscriber.replace('_', '')}{os.getpid()}x{_counter}"
+
+
+def tidegate_settings(
+    broker: BenchBroker,
+    scenario: Scenario,
+    prefix: str,
+    client_id: str,
+    db: Path,
+    options: TidegateOptions,
+) -> dict[str, Any]:
+    """Settings (as plain data) for a tidegate subscribed to ``prefix/#``."""
+    mqtt: dict[str, Any] = {
+        "host": HOST,
+        "port": broker.port,
+        "client_id": client_id,
+        "receive_maximum": options.receive_maximum,
+        "connections": options.connections,
+    }
+    if options.connections > 1:
+        mqtt["shared_group"] = "bench"
+    return {
+        "mqtt": mqtt,
+        "subscriptions": [
+            {
+                "topic": f"{prefix}/#",
+                "topic_template": scenario.topic_template(prefix),
+                "format": scenario.fmt,
+            }
+        ],
+        "pipeline": {
+            "batch_size": options.batch_size,
+            "queue_size": options.queue_size,
+            "shutdown_timeout_s": 60,
+            **options.extra_pipeline,
+        },
+        "storage": {"path": str(db)},
+        "api": {"enabled": False},
+        "log": {"level": "WARNING"},
+    }
+
+
+def tidegate_client_ids(client_id: str, options: TidegateOptions) -> list[str]:
+    if options.connections == 1:
+        return [client_id]
+    return [f"{client_id}-{i}" for i in range(options.connections)]
+
+
+def _run_child(
+    cmd: list[str], timeout: float, stdout_file: Path
+) -> tuple[int, int, float, float, str]:
+    """Run ``cmd``; returns (exit code, ru_maxrss KiB, started, ended, stdout text)."""
+    with open(stdout_file, "wb") as out, open(stdout_file.with_suffix(".err"), "wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        ended = time.monotonic()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, int(usage.ru_maxrss), started, ended, stdout_file.read_text()
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    raise ValueError("no result line")
+
+
+def db_bytes_per_reading(db: Path) -> float:
+    """File size after a WAL checkpoint, divided by stored readings."""
+    if not db.exists():
+        return 0.0
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+    finally:
+        conn.close()
+    return db.stat().st_size / rows if rows else 0.0
+
+
+def drain_once(
+    broker: BenchBroker,
+    scenario: Scenario,
+    subscriber: str,
+    n: int,
+    workdir: Path,
+    options: TidegateOptions | None = None,
+    timeout: float = 300,
+    profile: str | None = None,
+) -> RunResult:
+    """One backlog drain of ``n`` messages by ``subscriber`` (see the module docstring)."""
+    options = options or TidegateOptions()
+    run_id = _run_id(subscriber)
+    prefix = f"bench/{run_id}"
+    client_id = f"sub-{run_id}"
+    rundir = workdir / run_id
+    rundir.mkdir(parents=True)
+    db = rundir / "data.db"
+    readings = n * scenario.readings_per_message
+    if subscriber == "tidegate":
+        ids = tidegate_client_ids(client_id, options)
+        topic_filter = f"$share/bench/{prefix}/#" if options.connections > 1 else f"{prefix}/#"
+    else:
+        ids = [client_id]
+        topic_filter = f"{prefix}/#"
+    for cid in ids:
+        create_session(broker.port, cid, topic_filter)
+    try:
+        publish_backlog(broker.port, scenario.messages(prefix, n), client_id=f"pub-{run_id}")
+        return _drain(
+            broker, scenario, subscriber, n, readings, rundir, db, client_id, prefix, options,
+            timeout, profile,
+        )  # fmt: skip
+    finally:
+        for cid in ids:
+            delete_session(broker.port, cid)
+
+
+def _drain(
+    broker: BenchBroker,
+    scenario: Scenario,
+    subscriber: str,
+    n: int,
+    readings: int,
+    rundir: Path,
+    db: Path,
+    client_id: str,
+    prefix: str,
+    options: TidegateOptions,
+    timeout: float,
+    profile: str | None,
+) -> RunResult:
+    result = RunResult(subscriber, scenario.name, broker.config, n, 0, 0.0, 0, False)
+    port = str(broker.port)
+    py = [sys.executable, "-m"]
+    if subscriber == "mosquitto_sub":
+        cmd = [MOSQUITTO_SUB, "-h", HOST, "-p", port, "-i", client_id, "-c", "-q", "1"]
+        cmd += ["-t", f"{prefix}/#", "-C", str(n)]
+        code, rss, started, ended, out = _run_child(cmd, timeout, rundir / "out.txt")
+        result.ok = code == 0
+        result.seconds = ended - started
+        result.rss_kb = rss
+        result.readings = 0
+        result.detail = "" if result.ok else f"exit {code}"
+        return result
+    if subscriber in ("aiomqtt", "naive"):
+        cmd = [*py, "bench.baselines", subscriber, "--port", port, "--client-id", client_id]
+        cmd += ["--n", str(n), "--db", str(db)]
+    elif subscriber == "tidegate":
+        settings = tidegate_settings(broker, scenario, prefix, client_id, db, options)
+        cmd = [*py, "bench.tidegate_sub", "--settings", json.dumps(settings), "drain"]
+        cmd += ["--messages", str(n), "--readings", str(readings)]
+        if profile:
+            cmd = [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-r",
+                "200",
+                "-o",
+                profile,
+                "-f",
+                "raw",
+                "--",
+                *cmd,
+            ]
+    else:
+        raise ValueError(f"unknown subscriber {subscriber!r}")
+    code, rss, _started, _ended, out = _run_child(cmd, timeout, rundir / "out.txt")
+    try:
+        data = _last_json(out)
+    except ValueError:
+        err = (rundir / "out.err").read_text(errors="replace")[-2000:]
+        result.detail = f"exit {code}, no result: {err}"
+        return result
+    result.seconds = float(data["t_done"]) - float(data["t_start"])
+    result.rss_kb = int(data.get("vmhwm_kb") or rss)
+    result.extra = {k: v for k, v in data.items() if k not in ("t_start", "t_done", "vmhwm_kb")}
+    if subscriber == "aiomqtt":
+        result.ok = code == 0 and data["messages"] == n
+    elif subscriber == "naive":
+        result.readings = int(data["readings"])
+        result.ok = code == 0 and data["messages"] == n
+    else:
+        result.readings = int(data["readings"])
+        result.ok = (
+            code == 0
+            and data["t_done"] > 0
+            and result.readings == readings
+            and data["acks_sent"] >= n
+            and bool(data["clean"])
+        )
+        if not result.ok:
+            result.detail = (
+                f"exit {code}; rows {result.readings}/{readings}; acks {data['acks_sent']}/{n}"
+            )
+        result.bytes_per_reading = db_bytes_per_reading(db)
+    if not result.ok and not result.detail:
+        result.detail = f"exit {code}; {data}"
+    return result
