@@ -46,7 +46,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
     """Decode a bare number/boolean payload; raises only DecodeError."""
     value = parse_scalar(payload)
     if value is None:
-        shown = payload[:40].decode("utf-8", "replace")
+        shown = payload.strip()[:40].decode("utf-8", "replace")
         if not payload.strip():
             raise DecodeError("raw payload is empty")
         raise DecodeError(f"raw payload {shown!r} is not a number or true/false")
