@@ -65,6 +65,9 @@ def convert_sqlite_error(exc: BaseException, what: str) -> StorageError:
 def apply_pragmas(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
     """Connection settings for the writer: WAL, the chosen durability, a busy timeout."""
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new file: auto_vacuum only takes effect if set before WAL mode creates it.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StorageError(f"could not switch the database to WAL mode (got {mode})")

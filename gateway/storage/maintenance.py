@@ -194,9 +194,11 @@ class Maintenance:
             return 0
         returned = 0
         while time.monotonic() < deadline:
-            n = await self._step(lambda c: incremental_vacuum(c, VACUUM_PAGES_PER_STEP))
+            n = await self._step(
+                lambda c: incremental_vacuum(c, VACUUM_PAGES_PER_STEP, self.budget_s)
+            )
             returned += n
-            if n < VACUUM_PAGES_PER_STEP:
+            if n == 0:
                 break
         self.metrics.storage.vacuumed_pages += returned
         return returned
