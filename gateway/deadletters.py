@@ -26,6 +26,7 @@ from gateway.errors import QueryError, StorageError
 from gateway.models import Reading
 from gateway.router import Router
 from gateway.sinks.sqlite import convert_sqlite_error, tags_to_text
+from gateway.storage.rollups import LateDataTracker
 
 REPLAY_CHUNK = 200
 """Dead letters per replay transaction (payloads ≤ 64 KiB each: bounded memory)."""
@@ -223,6 +224,9 @@ def insert_readings(conn: sqlite3.Connection, readings: Sequence[Reading]) -> in
     cursor = conn.executemany(
         "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES (?, ?, ?)", rows
     )
+    # Replayed readings are usually older than the rollups' watermark: mark their
+    # buckets for recomputation, in this transaction, as the gateway's writer does.
+    LateDataTracker()(conn, rows)
     return int(cursor.rowcount)
 
 

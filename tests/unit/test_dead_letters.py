@@ -302,3 +302,16 @@ def test_hexdump_and_payload_text() -> None:
     assert deadletters.payload_text("temp 21°C\n".encode()) == "temp 21°C\n"
     assert deadletters.payload_text(b"\x00a") is None
     assert deadletters.payload_text(b"\xff") is None
+
+
+def test_replayed_old_readings_are_marked_for_rollup(config: Path, db: Path, capsys: Any) -> None:
+    from gateway.storage.rollups import WATERMARK, set_state
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        set_state(conn, WATERMARK["1m"], NOW)  # rollups are done up to now
+    finally:
+        conn.close()
+    cli(capsys, "dead-letters", "replay", "-c", str(config), "--all")
+    dirty = rows(db, "SELECT count(*) FROM rollup_dirty")[0][0]
+    assert dirty == 7  # one 1-minute bucket per replayed series (all older than the watermark)
