@@ -205,6 +205,7 @@
       if (sensor.stale) tr.classList.add("stale");
       const name = el("td", "sensor", sensor.sensor_id);
       if (sensor.stale) name.append(el("span", "badge", "stale"));
+      name.append(el("div", "sub", fmtAge(sensor.age_s)));
       const chips = el("div", "chips");
       for (const m of sensor.metrics) {
         const chip = el("span", "chip");
@@ -289,12 +290,14 @@
     head.append(title, lastEl);
     const svg = svgEl("svg", { viewBox: "0 0 320 150", role: "img", "aria-label": s.sensor + " " + s.metric });
     card.append(head, svg);
-    return { card, svg, lastEl, series: s, buckets: [], loading: false };
+    return { card, svg, lastEl, series: s, buckets: [], seq: 0 };
   }
 
   async function loadChart(chart) {
-    if (chart.loading) return;
-    chart.loading = true;
+    // The newest request wins: a range change while a load is in flight must not be
+    // overwritten by the older answer.
+    chart.seq += 1;
+    const seq = chart.seq;
     const range = RANGES[state.range];
     const s = chart.series;
     const q = new URLSearchParams({
@@ -307,6 +310,7 @@
     });
     try {
       const data = await api("/api/v1/readings/aggregate?" + q.toString());
+      if (seq !== chart.seq) return;
       const buckets = data.series.length ? data.series[0].buckets : [];
       chart.buckets = buckets;
       chart.from = Date.parse(data.from);
@@ -314,8 +318,6 @@
       drawChart(chart);
     } catch (err) {
       if (err instanceof AuthError) needAuth();
-    } finally {
-      chart.loading = false;
     }
   }
 
@@ -352,7 +354,9 @@
   function drawChart(chart) {
     const svg = chart.svg;
     svg.replaceChildren();
-    const W = 320, H = 150, L = 40, R = 8, T = 8, B = 20;
+    const W = Math.max(Math.round(svg.getBoundingClientRect().width) || 320, 200);
+    const H = 150, L = 40, R = 8, T = 8, B = 20;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     const points = chart.buckets.filter((b) => b.avg !== null && b.avg !== undefined);
     if (!points.length) {
       svg.append(svgEl("text", { class: "nodata", x: W / 2, y: H / 2, "text-anchor": "middle" }));
@@ -394,8 +398,8 @@
     svg.append(svgEl("path", { class: "line", d: line }));
     if (points.length === 1) svg.append(svgEl("circle", { class: "dot", cx: coords[0][0], cy: coords[0][1], r: 3 }));
 
-    const cursor = svgEl("line", { class: "cursor", y1: T, y2: H - B, x1: -10, x2: -10 });
-    const dot = svgEl("circle", { class: "dot", r: 3, cx: -10, cy: -10 });
+    const cursor = svgEl("line", { class: "cursor", y1: T, y2: H - B, x1: 0, x2: 0, visibility: "hidden" });
+    const dot = svgEl("circle", { class: "dot", r: 3, cx: 0, cy: 0, visibility: "hidden" });
     svg.append(cursor, dot);
     const tip = $("tooltip");
     svg.onmousemove = (event) => {
@@ -410,6 +414,8 @@
       cursor.setAttribute("x2", coords[best][0]);
       dot.setAttribute("cx", coords[best][0]);
       dot.setAttribute("cy", coords[best][1]);
+      cursor.setAttribute("visibility", "visible");
+      dot.setAttribute("visibility", "visible");
       const unit = chart.series.unit ? " " + chart.series.unit : "";
       tip.replaceChildren(
         el("div", "", new Date(b.start_ms).toLocaleString()),
@@ -423,9 +429,8 @@
     };
     svg.onmouseleave = () => {
       tip.hidden = true;
-      cursor.setAttribute("x1", -10);
-      cursor.setAttribute("x2", -10);
-      dot.setAttribute("cx", -10);
+      cursor.setAttribute("visibility", "hidden");
+      dot.setAttribute("visibility", "hidden");
     };
   }
 
@@ -466,6 +471,11 @@
       .then((r) => r.json())
       .then((doc) => ($("version").textContent = "tidegate " + doc.info.version))
       .catch(() => {});
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => state.charts.forEach((c) => c.buckets.length && drawChart(c)), 200);
+    });
     refreshAll();
     setInterval(() => !state.authNeeded && refreshLive(), LIVE_MS);
     setInterval(() => !state.authNeeded && refreshSensors(), SENSORS_MS);

@@ -12,13 +12,22 @@
     return n;
   };
 
+  // `code` spans in descriptions become <code> elements (text only, never HTML).
+  function rich(tag, cls, text) {
+    const node = el(tag, cls);
+    String(text || "").split("`").forEach((part, i) => {
+      node.append(i % 2 ? el("code", "", part) : document.createTextNode(part));
+    });
+    return node;
+  }
+
   function renderOp(path, method, op) {
     const box = el("details", "panel op");
     const summary = el("summary");
     summary.append(el("span", "method", method.toUpperCase()), el("span", "path", path), el("span", "summary", op.summary || ""));
     box.append(summary);
     const body = el("div", "op-body");
-    if (op.description) body.append(el("p", "", op.description));
+    if (op.description) body.append(rich("p", "", op.description));
     const inputs = [];
     if (op.parameters && op.parameters.length) {
       const table = el("table");
@@ -35,7 +44,7 @@
         inputs.push(input);
         const cell = el("td");
         cell.append(input);
-        tr.append(name, el("td", "", p.description || ""), cell);
+        tr.append(name, rich("td", "", p.description), cell);
         table.append(tr);
       }
       body.append(table);
@@ -84,7 +93,7 @@
       localStorage.setItem(TOKEN_KEY, $("token").value.trim());
     });
     const doc = await (await fetch("/openapi.json")).json();
-    $("intro").textContent = doc.info.title + " " + doc.info.version + " — " + doc.info.description;
+    $("intro").replaceWith(rich("p", "", doc.info.title + " " + doc.info.version + " — " + doc.info.description));
     const ops = $("ops");
     for (const [path, item] of Object.entries(doc.paths)) {
       for (const [method, op] of Object.entries(item)) ops.append(renderOp(path, method, op));

@@ -1,0 +1,214 @@
+"""The dashboard in headless Chromium (Debian's package, driven by Playwright) while the
+simulator publishes: sensors appear, charts render, live figures move. Screenshots go
+to test-output/ (desktop and phone widths) for a person to look at.
+
+Chromium comes from ``scripts/ensure-chromium.sh`` (run by ``make test``); we never run
+``playwright install``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import (
+    HOST,
+    Broker,
+    GatewayProcess,
+    free_port,
+    publish_many,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+SIM_SENSORS = 5
+SIM_METRICS = ("temperature", "humidity")
+SIM_SEED = 7
+STALE_SENSOR = "cellar-probe"
+POINTS_PER_CHART = """charts => charts.map(chart => {
+  const line = chart.querySelector("path.line");
+  return line ? line.getAttribute("d").split("L").length : 0;
+})"""
+
+
+def history(now_ms: int) -> list[tuple[str, bytes]]:
+    """An hour of past readings for the simulated fleet (same seed → same signal models,
+    so the live data continues the curves) and for one sensor that went silent 25
+    minutes ago (shown as stale)."""
+    from simulators import signals
+    from simulators.fleet import sensor_ids
+
+    rng = random.Random(SIM_SEED)
+    fleet = [(sid, signals.build(SIM_METRICS, rng)) for sid in sensor_ids("sim", SIM_SENSORS)]
+    fleet.append((STALE_SENSOR, signals.build(SIM_METRICS, random.Random(99))))
+    noise = random.Random(1)
+    messages: list[tuple[str, bytes]] = []
+    for step in range(120, 0, -1):
+        ts = now_ms - step * 30_000
+        for sid, models in fleet:
+            if sid == STALE_SENSOR and ts > now_ms - 25 * 60_000:
+                continue
+            for metric, model in zip(SIM_METRICS, models, strict=True):
+                value = round(model.next(ts / 1000, noise), 2)
+                unit = signals.UNITS[metric]
+                payload = {"value": value, "ts": ts, "unit": unit}
+                messages.append((f"sensors/{sid}/{metric}", json.dumps(payload).encode()))
+    return messages
+
+
+@pytest.fixture
+def dashboard(broker: Broker, tmp_path: Path) -> Iterator[str]:
+    """A gateway with an hour of history and the simulator publishing live."""
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "dash.toml",
+        broker.port,
+        tmp_path / "dash.db",
+        client_id="tidegate-dashboard",
+        extra=f"[api]\nport = {port}\n",
+    )
+    gateway = GatewayProcess(cfg, tmp_path / "dash.log").start()
+    sim: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(lambda: _answers(port), 20, what="the dashboard")
+        publish_many(broker.port, history(int(time.time() * 1000)), client_id="dash-history")
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "simulators",
+                "run",
+                "--host",
+                HOST,
+                "--port",
+                str(broker.port),
+                "--sensors",
+                str(SIM_SENSORS),
+                "--metrics",
+                ",".join(SIM_METRICS),
+                "--rate",
+                "2",
+                "--duration",
+                "90",
+                "--seed",
+                str(SIM_SEED),
+                "--connections",
+                "1",
+                "--quiet",
+                "--no-progress",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        yield f"http://{HOST}:{port}/"
+    finally:
+        if sim is not None and sim.poll() is None:
+            sim.terminate()
+            sim.wait(30)
+        gateway.terminate()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_dashboard_shows_the_fleet_and_charts(dashboard: str) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: run scripts/ensure-chromium.sh (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 1000})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(dashboard)
+
+            # Every simulated sensor plus the silent one appears; the silent one is stale.
+            rows = page.locator("#fleet tbody tr")
+            rows.nth(SIM_SENSORS).wait_for(timeout=30_000)
+            assert rows.count() == SIM_SENSORS + 1
+            stale = page.locator(f'#fleet tbody tr.stale[data-sensor="{STALE_SENSOR}"]')
+            assert stale.count() == 1
+            assert page.locator("#fleet tbody tr.stale").count() == 1
+
+            # Charts render lines from the aggregate endpoint.
+            page.wait_for_function(
+                "document.querySelectorAll('#charts .chart path.line').length >= 8",
+                timeout=30_000,
+            )
+
+            # Live figures: broker connected, readings flowing.
+            page.wait_for_function(
+                "document.querySelector('#pill-broker').classList.contains('ok')",
+                timeout=30_000,
+            )
+            page.wait_for_function(
+                "parseFloat(document.querySelector('#k-rate').textContent) > 0", timeout=30_000
+            )
+
+            # The range picker refetches with another bucket.
+            page.click('#range button[data-range="15m"]')
+            page.wait_for_function(
+                "document.querySelector('#range .active').dataset.range === '15m'"
+            )
+            page.click('#range button[data-range="1h"]')
+            # Back-filled history reaches the rollup tiers within a maintenance interval;
+            # wait until every chart shows a curve (charts refresh every 15 s at 1h).
+            charts = page.locator("#charts .chart")
+            wait_for(
+                lambda: min(charts.evaluate_all(POINTS_PER_CHART) or [0]) > 10,
+                60,
+                interval=0.5,
+                what="every chart drawn with its history",
+            )
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+            phone = browser.new_page(
+                viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+            )
+            phone.goto(dashboard)
+            phone.locator("#charts .chart path.line").first.wait_for(timeout=30_000)
+            phone.wait_for_timeout(1000)
+            phone.screenshot(path=str(OUTPUT / "dashboard-phone.png"), full_page=True)
+
+            docs = browser.new_page(viewport={"width": 1200, "height": 900})
+            docs.goto(dashboard + "docs")
+            docs.locator("details.op").nth(7).wait_for(timeout=10_000)
+            docs.locator("details.op").nth(6).locator("summary").click()
+            docs.locator("details.op").nth(6).locator("button").click()
+            docs.locator("details.op").nth(6).locator("pre").wait_for(timeout=10_000)
+            docs.wait_for_timeout(500)
+            docs.screenshot(path=str(OUTPUT / "docs.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert (OUTPUT / "dashboard.png").stat().st_size > 10_000
