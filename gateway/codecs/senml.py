@@ -83,6 +83,8 @@ SENML_KEYS = KNOWN
 
 def _labels(raw: Mapping[Any, Any], index: int, cbor: bool) -> dict[str, Any]:
     """Record map → ``{json_label: value}``; unknown labels dropped unless they end in ``_``."""
+    if not cbor and raw.__class__ is dict and KNOWN.issuperset(raw):
+        return raw  # JSON with only known labels: as is
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(key, int) and not isinstance(key, bool) and cbor:
@@ -161,7 +163,7 @@ def decode_pack(records: object, ctx: DecodeContext, cbor: bool = False) -> Deco
     readings: list[Reading] = []
     skipped = 0
     for index, raw in enumerate(records):
-        if not isinstance(raw, Mapping):
+        if raw.__class__ is not dict and not isinstance(raw, Mapping):
             raise DecodeError(f"record {index}: must be an object, got {type(raw).__name__}")
         rec = _labels(raw, index, cbor)
         skipped += _resolve(rec, index, base, ctx, readings, cbor)
@@ -170,6 +172,7 @@ def decode_pack(records: object, ctx: DecodeContext, cbor: bool = False) -> Deco
 
 _BASE_LABELS = frozenset({"bver", "bn", "bt", "bu", "bv", "bs"})
 _RARE_LABELS = frozenset({"ut", "l"})
+_OTHER_VALUES = frozenset({"vs", "vb", "vd"})
 
 
 def _apply_base(rec: dict[str, Any], index: int, base: _Base) -> None:
@@ -209,12 +212,16 @@ def _resolve(
     split = base.splits.get(name)
     if split is None:
         split = base.splits[name] = _checked_split(name, index, ctx, base.names)
-    present = [label for label in VALUE_FIELDS if label in rec]
     has_sum = "s" in rec
-    if len(present) > 1:
-        raise DecodeError(f"record {index}: more than one value field ({', '.join(present)})")
-    if not present and not has_sum:
-        raise DecodeError(f"record {index}: no value (v, vs, vb, vd) and no sum (s)")
+    if "v" in rec and _OTHER_VALUES.isdisjoint(rec):
+        kind: str | None = "v"  # the common record
+    else:
+        present = [label for label in VALUE_FIELDS if label in rec]
+        if len(present) > 1:
+            raise DecodeError(f"record {index}: more than one value field ({', '.join(present)})")
+        if not present and not has_sum:
+            raise DecodeError(f"record {index}: no value (v, vs, vb, vd) and no sum (s)")
+        kind = present[0] if present else None
     if not _RARE_LABELS.isdisjoint(rec):
         if "ut" in rec:
             _number(rec["ut"], "ut", index)
@@ -232,7 +239,6 @@ def _resolve(
         unit = None if unit == "" else _named(base.names, "unit", unit, index)
     tags = ctx.topic_tags
     skipped = 0
-    kind = present[0] if present else None
     if kind == "v":
         value = base.bv + _number(rec["v"], "v", index)
         out.append(Reading(sensor_id, metric, when, _finite_total(value, index), unit, tags))
