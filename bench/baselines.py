@@ -46,6 +46,7 @@ async def drain_aiomqtt(port: int, client_id: str, n: int) -> dict[str, Any]:
     import aiomqtt
 
     client = aiomqtt.Client(HOST, port, identifier=client_id, clean_session=False)
+    cpu_start = time.process_time()
     t_start = time.monotonic()
     count = 0
     async with client:
@@ -54,7 +55,8 @@ async def drain_aiomqtt(port: int, client_id: str, n: int) -> dict[str, Any]:
             if count >= n:
                 break
         t_done = time.monotonic()
-    return {"t_start": t_start, "t_done": t_done, "messages": count, "readings": 0}
+        cpu = time.process_time() - cpu_start
+    return {"t_start": t_start, "t_done": t_done, "cpu_s": cpu, "messages": count, "readings": 0}
 
 
 def drain_naive(port: int, client_id: str, n: int, db: str) -> dict[str, Any]:
@@ -88,12 +90,14 @@ def drain_naive(port: int, client_id: str, n: int, db: str) -> dict[str, Any]:
 
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
     client.on_message = on_message
+    cpu_start = time.process_time()
     t_start = time.monotonic()
     client.connect(HOST, port)
     client.loop_forever()
     t_done = time.monotonic()
+    cpu = time.process_time() - cpu_start
     conn.close()
-    return {"t_start": t_start, "t_done": t_done, **state}
+    return {"t_start": t_start, "t_done": t_done, "cpu_s": cpu, **state}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,8 @@ class RunResult:
     seconds: float
     rss_kb: int
     ok: bool
+    cpu_s: float = 0.0
+    """CPU time (user + system, all threads) of the subscriber during the drain."""
     detail: str = ""
     bytes_per_reading: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -130,8 +132,8 @@ def tidegate_client_ids(client_id: str, options: TidegateOptions) -> list[str]:
 
 def _run_child(
     cmd: list[str], timeout: float, stdout_file: Path
-) -> tuple[int, int, float, float, str]:
-    """Run ``cmd``; returns (exit code, ru_maxrss KiB, started, ended, stdout text)."""
+) -> tuple[int, Any, float, float, str]:
+    """Run ``cmd``; returns (exit code, rusage, started, ended, stdout text)."""
     with open(stdout_file, "wb") as out, open(stdout_file.with_suffix(".err"), "wb") as err:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
@@ -143,7 +145,7 @@ def _run_child(
             timer.cancel()
         ended = time.monotonic()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, int(usage.ru_maxrss), started, ended, stdout_file.read_text()
+    return proc.returncode, usage, started, ended, stdout_file.read_text()
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -176,8 +178,10 @@ def drain_once(
     options: TidegateOptions | None = None,
     timeout: float = 300,
     profile: str | None = None,
+    label: str = "",
 ) -> RunResult:
-    """One backlog drain of ``n`` messages by ``subscriber`` (see the module docstring)."""
+    """One backlog drain of ``n`` messages by ``subscriber`` (see the module docstring).
+    ``label`` names the result (default: the subscriber)."""
     options = options or TidegateOptions()
     run_id = _run_id(subscriber)
     prefix = f"bench/{run_id}"
@@ -196,10 +200,12 @@ def drain_once(
         create_session(broker.port, cid, topic_filter)
     try:
         publish_backlog(broker.port, scenario.messages(prefix, n), client_id=f"pub-{run_id}")
-        return _drain(
+        result = _drain(
             broker, scenario, subscriber, n, readings, rundir, db, client_id, prefix, options,
             timeout, profile,
         )  # fmt: skip
+        result.subscriber = label or subscriber
+        return result
     finally:
         for cid in ids:
             delete_session(broker.port, cid)
@@ -225,10 +231,11 @@ def _drain(
     if subscriber == "mosquitto_sub":
         cmd = [MOSQUITTO_SUB, "-h", HOST, "-p", port, "-i", client_id, "-c", "-q", "1"]
         cmd += ["-t", f"{prefix}/#", "-C", str(n)]
-        code, rss, started, ended, out = _run_child(cmd, timeout, rundir / "out.txt")
+        code, usage, started, ended, out = _run_child(cmd, timeout, rundir / "out.txt")
         result.ok = code == 0
         result.seconds = ended - started
-        result.rss_kb = rss
+        result.rss_kb = int(usage.ru_maxrss)
+        result.cpu_s = usage.ru_utime + usage.ru_stime
         result.readings = 0
         result.detail = "" if result.ok else f"exit {code}"
         return result
@@ -254,7 +261,7 @@ def _drain(
             ]
     else:
         raise ValueError(f"unknown subscriber {subscriber!r}")
-    code, rss, _started, _ended, out = _run_child(cmd, timeout, rundir / "out.txt")
+    code, usage, _started, _ended, out = _run_child(cmd, timeout, rundir / "out.txt")
     try:
         data = _last_json(out)
     except ValueError:
@@ -262,8 +269,10 @@ def _drain(
         result.detail = f"exit {code}, no result: {err}"
         return result
     result.seconds = float(data["t_done"]) - float(data["t_start"])
-    result.rss_kb = int(data.get("vmhwm_kb") or rss)
-    result.extra = {k: v for k, v in data.items() if k not in ("t_start", "t_done", "vmhwm_kb")}
+    result.rss_kb = int(data.get("vmhwm_kb") or usage.ru_maxrss)
+    result.cpu_s = float(data.get("cpu_s", 0.0))
+    skip = ("t_start", "t_done", "vmhwm_kb", "cpu_s")
+    result.extra = {k: v for k, v in data.items() if k not in skip}
     if subscriber == "aiomqtt":
         result.ok = code == 0 and data["messages"] == n
     elif subscriber == "naive":

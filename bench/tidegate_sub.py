@@ -56,12 +56,15 @@ def _metrics_summary(gateway: Gateway) -> dict[str, Any]:
 async def drain(settings: Settings, messages: int, readings: int) -> dict[str, Any]:
     gateway = Gateway(settings, _services(settings))
     metrics = gateway.metrics
+    cpu_start = time.process_time()
     t_start = time.monotonic()
     task = asyncio.create_task(gateway.run())
     t_done = 0.0
+    cpu = 0.0
     while not task.done():
         if metrics.readings_stored >= readings and metrics.acks_sent >= messages:
             t_done = time.monotonic()
+            cpu = time.process_time() - cpu_start
             break
         await asyncio.sleep(0.002)
     gateway.request_stop()
@@ -74,6 +77,7 @@ async def drain(settings: Settings, messages: int, readings: int) -> dict[str, A
     return {
         "t_start": t_start,
         "t_done": t_done,
+        "cpu_s": cpu,
         "clean": clean,
         "readings": rows,
         **_metrics_summary(gateway),

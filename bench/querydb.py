@@ -1,0 +1,151 @@
+"""Query timings on a generated database, through tidegate's own read path.
+
+The database has ``SERIES`` series (sensor ``s00000`` … metric ``temperature``) with
+readings every ``step`` ms up to now, in tidegate's schema, written with plain
+``sqlite3.executemany`` in key order (fast to generate; the row layout is the same as
+the gateway writes). It is cached under ``bench/results/`` by row count.
+
+Timed, as the guide's targets say (medians of repeated runs on a warm cache, plus
+the first, cold-ish run):
+
+* hourly averages of one sensor over the last day — :func:`gateway.query.aggregate`;
+* the latest value of every one of the 10,000 sensors — :func:`gateway.query.latest`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import query
+from gateway.sinks.schema import SCHEMA_VERSION
+from gateway.sinks.sqlite import apply_pragmas, open_readonly, prepare_database
+
+SERIES = 10_000
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass
+class QueryTiming:
+    name: str
+    rows: int
+    first_ms: float
+    median_ms: float
+    target_ms: float
+
+
+def _layout(total_rows: int) -> tuple[int, int]:
+    """(readings per series, step ms) so that each series spans a bit over a day."""
+    per_series = max(1, total_rows // SERIES)
+    step = max(1, (DAY_MS + HOUR_MS) // per_series)
+    return per_series, step
+
+
+def _rows(per_series: int, step: int, end_ms: int) -> Iterator[tuple[int, int, float]]:
+    start = end_ms - per_series * step
+    for series_id in range(1, SERIES + 1):
+        base = start + series_id % step  # sensors do not tick in lockstep
+        for k in range(per_series):
+            yield (series_id, base + k * step, ((series_id + k) * 7919 % 10_000) / 100)
+
+
+def generate(path: Path, total_rows: int) -> float:
+    """Write the database (replacing a partial one); returns seconds taken."""
+    started = time.monotonic()
+    tmp = path.with_suffix(".partial")
+    for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        stale.unlink(missing_ok=True)
+    per_series, step = _layout(total_rows)
+    end_ms = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        apply_pragmas(conn, "OFF", 5000)
+        prepare_database(conn)
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO series (id, sensor_id, metric, unit, tags, created_at)"
+            " VALUES (?, ?, 'temperature', 'Cel', '', 0)",
+            [(i, f"s{i - 1:05d}") for i in range(1, SERIES + 1)],
+        )
+        conn.executemany(
+            "INSERT INTO readings (series_id, ts, value) VALUES (?, ?, ?)",
+            _rows(per_series, step, end_ms),
+        )
+        conn.execute("CREATE TABLE bench_meta (end_ms INTEGER)")
+        conn.execute("INSERT INTO bench_meta VALUES (?)", (end_ms,))
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+    tmp.replace(path)
+    return time.monotonic() - started
+
+
+def ensure_database(cache_dir: Path, total_rows: int) -> tuple[Path, float]:
+    """The cached database for ``total_rows`` (generated if missing); (path, gen seconds)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"query-{total_rows}-v{SCHEMA_VERSION}.db"
+    if path.exists():
+        return path, 0.0
+    return path, generate(path, total_rows)
+
+
+def _time(fn: Callable[[], int], repeat: int) -> tuple[int, float, float]:
+    timings: list[float] = []
+    rows = 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        rows = fn()
+        timings.append((time.perf_counter() - started) * 1000)
+    return rows, timings[0], statistics.median(timings[1:] or timings)
+
+
+def run_queries(path: Path, repeat: int = 11) -> list[QueryTiming]:
+    """Time the guide's two target queries on ``path``."""
+    conn = open_readonly(path)
+    try:
+        end_ms = int(conn.execute("SELECT end_ms FROM bench_meta").fetchone()[0])
+        sensor = f"s{SERIES // 2:05d}"
+        # The raw read path (rollup tiers, where they exist, are empty here).
+        tier = {"tier": "raw"} if "tier" in inspect.signature(query.aggregate).parameters else {}
+
+        def hourly() -> int:
+            buckets = query.aggregate(
+                conn,
+                sensor=sensor,
+                metric="temperature",
+                since_ms=end_ms - DAY_MS,
+                until_ms=end_ms,
+                bucket_ms=HOUR_MS,
+                aggs=("avg",),
+                **tier,
+            )
+            return sum(1 for _ in buckets)
+
+        def latest() -> int:
+            return len(query.latest(conn))
+
+        out = []
+        rows, first, median = _time(hourly, repeat)
+        out.append(QueryTiming("hourly averages, 1 sensor, last 24 h", rows, first, median, 50))
+        rows, first, median = _time(latest, max(3, repeat // 3))
+        out.append(QueryTiming(f"latest value of {SERIES:,} sensors", rows, first, median, 100))
+        return out
+    finally:
+        conn.close()
+
+
+def bytes_per_reading(path: Path) -> float:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+    finally:
+        conn.close()
+    return path.stat().st_size / rows if rows else 0.0

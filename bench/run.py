@@ -1,0 +1,245 @@
+"""``python -m bench [--quick] [--json FILE]``: every measurement in one run.
+
+Order: the machine; QoS 1 backlog drains on the tuned broker (every scenario, every
+subscriber, runs interleaved round-robin so background noise hits all of them
+alike); the same one-reading drain on Mosquitto's default config; bare
+``executemany`` baselines; publish→commit latency at half tidegate's measured
+maximum; query timings on a generated database; the codec micro-benchmarks
+(``bench/codecs.py``, when present). Then the tables, a target check, and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import machine, querydb, report
+from bench.broker import BenchBroker
+from bench.drain import SUBSCRIBERS, RunResult, TidegateOptions, drain_once
+from bench.latency import measure_latency
+from bench.plan import PLANS, Plan
+from bench.storage import bare_executemany, scenario_rows
+from bench.workload import BATCH_JSON, BATCH_SENML, ONE, SENSORS_10K, Scenario
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PARTS = ("drain", "default", "storage", "latency", "query", "codecs")
+
+
+def _log(text: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
+    sys.stderr.flush()
+
+
+def _scenarios(wanted: set[str] | None) -> list[Scenario]:
+    from gateway.codecs import available
+
+    out = [ONE, BATCH_JSON]
+    if "senml" in available():
+        out.append(BATCH_SENML)
+    out.append(SENSORS_10K)
+    return [s for s in out if wanted is None or s.name in wanted]
+
+
+def _drains(
+    broker: BenchBroker,
+    scenario: Scenario,
+    variants: list[tuple[str, str, TidegateOptions | None]],
+    plan: Plan,
+    workdir: Path,
+) -> dict[str, list[RunResult]]:
+    """Run every variant ``plan.runs`` times, interleaved; results by label."""
+    results: dict[str, list[RunResult]] = {label: [] for label, _s, _o in variants}
+    for run in range(plan.runs):
+        for label, subscriber, options in variants:
+            n = plan.n(scenario.name, subscriber)
+            result = drain_once(broker, scenario, subscriber, n, workdir, options, label=label)
+            state = "ok" if result.ok else f"FAILED ({result.detail[:200]})"
+            _log(
+                f"{broker.config:7} {scenario.name:11} {label:22} run {run + 1}/{plan.runs}:"
+                f" {result.msgs_per_s:9,.0f} msg/s {result.readings_per_s:11,.0f} readings/s"
+                f" {result.rss_kb / 1024:6.1f} MB  {state}"
+            )
+            results[label].append(result)
+    return results
+
+
+def summarize(runs: list[RunResult]) -> dict[str, Any]:
+    """Medians over the successful runs (all runs listed in ``runs``)."""
+    good = [r for r in runs if r.ok] or runs
+    return {
+        "subscriber": runs[0].subscriber,
+        "scenario": runs[0].scenario,
+        "broker": runs[0].broker,
+        "runs": len(runs),
+        "ok": sum(r.ok for r in runs),
+        "messages": runs[0].messages,
+        "msgs_per_s": statistics.median(r.msgs_per_s for r in good),
+        "readings_per_s": statistics.median(r.readings_per_s for r in good),
+        "cpu_us_per_msg": statistics.median(
+            1e6 * r.cpu_s / r.messages if r.messages else 0.0 for r in good
+        ),
+        "peak_rss_mb": max(r.rss_kb for r in good) / 1024,
+        "bytes_per_reading": statistics.median(r.bytes_per_reading for r in good),
+        "all": [r.as_dict() for r in runs],
+    }
+
+
+def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path) -> int:
+    started = time.monotonic()
+    data: dict[str, Any] = {
+        "plan": plan.name,
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "machine": machine.describe(),
+        "drains": [],
+        "storage": [],
+        "latency": None,
+        "queries": [],
+        "codecs": [],
+    }
+    _log(f"plan {plan.name}, parts {sorted(parts)}")
+    workdir = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
+    tidegate_max = 0.0
+    try:
+        if "drain" in parts:
+            with BenchBroker(workdir / "broker-tuned", "tuned") as broker:
+                variants: list[tuple[str, str, TidegateOptions | None]] = [
+                    (sub, sub, None) for sub in SUBSCRIBERS
+                ]
+                for scenario in _scenarios(scenarios):
+                    results = _drains(broker, scenario, variants, plan, workdir)
+                    for runs in results.values():
+                        data["drains"].append(summarize(runs))
+                    _cleanup(workdir)
+        if "default" in parts and (scenarios is None or ONE.name in scenarios):
+            with BenchBroker(workdir / "broker-default", "default") as broker:
+                variants = [
+                    ("mosquitto_sub", "mosquitto_sub", None),
+                    ("aiomqtt", "aiomqtt", None),
+                    ("tidegate", "tidegate", None),
+                    ("tidegate 2 conn $share", "tidegate", TidegateOptions(connections=2)),
+                ]
+                results = _drains(broker, ONE, variants, plan, workdir)
+                for runs in results.values():
+                    data["drains"].append(summarize(runs))
+                _cleanup(workdir)
+        for row in data["drains"]:
+            if (row["broker"], row["scenario"], row["subscriber"]) == (
+                "tuned",
+                ONE.name,
+                "tidegate",
+            ):
+                tidegate_max = row["msgs_per_s"]
+        if "storage" in parts:
+            data["storage"] = _storage(plan, scenarios, workdir)
+        if "latency" in parts:
+            rate = min(plan.latency_rate_cap, tidegate_max / 2 if tidegate_max else 5000.0)
+            with BenchBroker(workdir / "broker-latency", "tuned") as broker:
+                _log(f"latency at {rate:,.0f} msg/s for {plan.latency_s:.0f} s")
+                lat = measure_latency(broker, workdir, rate, plan.latency_s)
+                _log(
+                    f"latency p50 {lat.p50_ms:.1f} ms p99 {lat.p99_ms:.1f} ms ok={lat.ok} {lat.detail}"
+                )
+                data["latency"] = asdict(lat)
+        if "query" in parts:
+            path, gen_s = querydb.ensure_database(RESULTS_DIR, plan.query_rows)
+            if gen_s:
+                _log(f"generated {path.name} in {gen_s:.1f} s")
+            data["query_db"] = {
+                "rows": plan.query_rows,
+                "path": str(path),
+                "bytes_per_reading": querydb.bytes_per_reading(path),
+            }
+            data["queries"] = [asdict(q) for q in querydb.run_queries(path)]
+            for q in data["queries"]:
+                _log(f"query {q['name']}: {q['median_ms']:.1f} ms")
+        if "codecs" in parts:
+            data["codecs"] = _codecs(plan)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    data["elapsed_s"] = time.monotonic() - started
+    data["targets"] = report.targets(data)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(data, indent=1, default=str))
+    sys.stdout.write(report.render(data))
+    _log(f"done in {data['elapsed_s']:.0f} s; JSON in {out_json}")
+    failed_runs = sum(row["runs"] - row["ok"] for row in data["drains"])
+    latency_failed = data["latency"] is not None and not data["latency"]["ok"]
+    return 1 if failed_runs or latency_failed else 0
+
+
+def _cleanup(workdir: Path) -> None:
+    """Drop the run directories (databases) of finished drains; keep the brokers."""
+    for child in workdir.iterdir():
+        if child.is_dir() and not child.name.startswith("broker-"):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _storage(plan: Plan, scenarios: set[str] | None, workdir: Path) -> list[dict[str, Any]]:
+    out = []
+    batch = TidegateOptions().batch_size
+    base_ms = int(time.time() * 1000) - 86_400_000
+    for scenario in _scenarios(scenarios):
+        n = plan.n(scenario.name, "tidegate")
+        rows = scenario_rows(scenario, n, base_ms)
+        series = scenario.sensors * (10 if scenario.readings_per_message > 1 else 1)
+        rates = []
+        for i in range(plan.runs):
+            db = workdir / f"bare-{scenario.name}-{i}.db"
+            rates.append(bare_executemany(db, rows, batch, series))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        rate = statistics.median(rates)
+        _log(f"bare executemany {scenario.name}: {rate:,.0f} rows/s (batch {batch})")
+        out.append(
+            {"scenario": scenario.name, "rows": len(rows), "batch": batch, "rows_per_s": rate}
+        )
+    return out
+
+
+def _codecs(plan: Plan) -> list[dict[str, Any]]:
+    try:
+        module = importlib.import_module("bench.codecs")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench.codecs":
+            raise
+        _log("bench/codecs.py not present: codec micro-benchmarks skipped")
+        return []
+    runner: Callable[[bool], list[dict[str, Any]]] = module.run
+    rows = runner(plan.codecs_quick)
+    _log(f"codec micro-benchmarks: {len(rows)} rows")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="tidegate benchmarks (docs/performance.md)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument("--size", choices=sorted(PLANS), help="full, quick or tiny (tests)")
+    parser.add_argument(
+        "--json", type=Path, help="write the results here (default bench/results/latest.json)"
+    )
+    parser.add_argument("--only", help=f"comma-separated parts: {','.join(PARTS)}")
+    parser.add_argument("--scenarios", help="comma-separated scenario names (e.g. json-1,json-100)")
+    parser.add_argument("--runs", type=int, help="override the runs per subscriber")
+    args = parser.parse_args(argv)
+    plan = PLANS[args.size or ("quick" if args.quick else "full")]
+    if args.runs:
+        plan = Plan(**{**asdict(plan), "runs": args.runs})
+    parts = set(PARTS) if not args.only else set(args.only.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    scenarios = set(args.scenarios.split(",")) if args.scenarios else None
+    out_json = args.json or RESULTS_DIR / f"{plan.name}.json"
+    return run(plan, parts, scenarios, out_json)
