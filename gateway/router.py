@@ -103,7 +103,7 @@ class Router:
                 topic_wins=route.config.topic_wins,
             )
             if route.template is not None:
-                ctx.topic_fields, ctx.topic_tags = route.template.match(topic)
+                ctx.topic_fields, ctx.topic_tags = route.template.match(topic, self.limits)
             decoded = route.codec(payload, ctx)
         except DecodeError as exc:
             return Envelope(

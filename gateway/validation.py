@@ -66,7 +66,10 @@ def check_value(value: object, where: str = "value") -> float:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range, e.g. 10**400
+            raise DecodeError(f"{where} is out of range") from None
         if math.isfinite(number):
             return number
         raise DecodeError(f"{where} is not finite ({value})")

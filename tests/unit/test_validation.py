@@ -80,7 +80,7 @@ def test_values() -> None:
     assert check_value(True) == 1.0
     assert check_value(False) == 0.0
     assert check_value(3) == 3.0
-    for bad in (float("nan"), float("inf"), "1", None):
+    for bad in (float("nan"), float("inf"), "1", None, 10**400):
         with pytest.raises(DecodeError):
             check_value(bad)
 
