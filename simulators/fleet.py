@@ -136,7 +136,9 @@ class Fleet:
         for index, sid in enumerate(sensor_ids(prefix, count)):
             names = metrics_for(index, metrics)
             target = make_target(fmt, topic, sid, names)
-            series = tuple(ledger.series_id(sid, m, fmt.stored_unit(m)) for m in names)
+            series = tuple(
+                ledger.series_id(sid, fmt.stored_metric(m), fmt.stored_unit(m)) for m in names
+            )
             self.sensors.append(Sensor(target, signals.build(names, rng), series))
         self.finished = 0
 

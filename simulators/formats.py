@@ -143,6 +143,104 @@ def _multi_fault(
     return Encoded(target.topics[0], text.encode(), ())
 
 
+# ----------------------------------------------------------------------------------- senml
+
+SENML_UNITS: dict[str, str | None] = {
+    "temperature": "Cel",
+    "humidity": "%RH",
+    "pressure": "hPa",
+    "co2": "ppm",
+    "battery": "%EL",
+    "counter": None,
+}
+"""RFC 8428 / RFC 8798 unit symbols."""
+SENML_PAST_S = 300_000_000  # 1979: absolute (above 2**28) and before 2000
+SENML_FUTURE_S = 32_503_680_000  # year 3000
+
+
+def _seconds(ts_ms: int) -> str:
+    return f"{ts_ms // 1000}.{ts_ms % 1000:03d}"
+
+
+def _senml_records(target: Target, values: list[float], time_text: str) -> list[str]:
+    records = []
+    for index, metric in enumerate(target.metrics):
+        unit = SENML_UNITS.get(metric)
+        head = ""
+        if index == 0:
+            base = f'"bn":{json.dumps(target.sensor_id + "/")},' if target.sid_in_payload else ""
+            head = f'{base}"bt":{time_text},'
+        unit_text = f'"u":{json.dumps(unit)},' if unit else ""
+        records.append(f'{{{head}"n":"{metric}",{unit_text}"v":{_number(metric, values[index])}}}')
+    return records
+
+
+def _senml_encode(target: Target, ts_ms: int, values: list[float]) -> list[Encoded]:
+    text = "[" + ",".join(_senml_records(target, values, _seconds(ts_ms))) + "]"
+    return [Encoded(target.topics[0], text.encode(), tuple(range(len(target.metrics))))]
+
+
+def _senml_fault(
+    target: Target, ts_ms: int, values: list[float], kind: str, fault_id: str, variant: int
+) -> Encoded:
+    note = f'{{"n":"note","vs":"{FAULT_MARKER}{fault_id}"}}'
+    choice = variant % 3
+    if kind == "malformed":
+        if choice == 0:  # truncated
+            text = "[" + note + "," + ",".join(_senml_records(target, values, _seconds(ts_ms)))[:20]
+        elif choice == 1:  # not JSON
+            text = f"{FAULT_MARKER}{fault_id} " + ",".join(target.metrics)
+        else:  # a record without any value
+            text = f'[{note},{{"n":"{target.metrics[0]}"}}]'
+    else:
+        when = str(SENML_PAST_S) if choice == 0 else str(SENML_FUTURE_S)
+        text = "[" + ",".join([*_senml_records(target, values, when), note]) + "]"
+    return Encoded(target.topics[0], text.encode(), ())
+
+
+# ---------------------------------------------------------------------------------- influx
+
+INFLUX_MEASUREMENT = "sim"
+NS_PER_MS = 1_000_000
+
+
+def _influx_lines(target: Target, values: list[float], ts_text: str) -> list[str]:
+    sid = f",sensor_id={target.sensor_id}" if target.sid_in_payload else ""
+    lines = []
+    for index, metric in enumerate(target.metrics):
+        unit = UNITS.get(metric)
+        unit_tag = f",unit={unit}" if unit else ""
+        value = _number(metric, values[index])
+        lines.append(f"{INFLUX_MEASUREMENT}{sid}{unit_tag} {metric}={value} {ts_text}")
+    return lines
+
+
+def _influx_encode(target: Target, ts_ms: int, values: list[float]) -> list[Encoded]:
+    text = "\n".join(_influx_lines(target, values, str(ts_ms * NS_PER_MS)))
+    return [Encoded(target.topics[0], text.encode(), tuple(range(len(target.metrics))))]
+
+
+def _influx_fault(
+    target: Target, ts_ms: int, values: list[float], kind: str, fault_id: str, variant: int
+) -> Encoded:
+    mark = f"# {FAULT_MARKER}{fault_id}\n"  # a comment: ignored, but kept in the dead letter
+    choice = variant % 3
+    if kind == "malformed":
+        if choice == 0:  # a field without a value
+            text = f"{mark}{INFLUX_MEASUREMENT} {target.metrics[0]}= {ts_ms * NS_PER_MS}"
+        elif choice == 1:  # a tag without a value
+            text = f"{mark}{INFLUX_MEASUREMENT},sensor_id {target.metrics[0]}=1"
+        else:  # no fields at all
+            text = f"{FAULT_MARKER}{fault_id}"
+    elif choice == 0:
+        text = mark + "\n".join(_influx_lines(target, values, "1000"))  # 1970
+    elif choice == 1:
+        text = mark + "\n".join(_influx_lines(target, values, str(ABSURD_FUTURE_MS * NS_PER_MS)))
+    else:  # not a number
+        text = f"{mark}{INFLUX_MEASUREMENT} {target.metrics[0]}=NaN {ts_ms * NS_PER_MS}"
+    return Encoded(target.topics[0], text.encode(), ())
+
+
 # -------------------------------------------------------------------------------- registry
 
 EncodeFn = Callable[[Target, int, list[float]], list[Encoded]]
@@ -161,15 +259,21 @@ class Format:
     fault: FaultFn
     """``fault(target, ts, values, kind, fault_id, variant)`` with kind ``malformed`` or
     ``out_of_range``; ``variant`` picks among the ways to be wrong."""
-    units_stored: bool
-    """Whether the gateway stores the metric's unit (else the series unit is '')."""
     description: str
+    subscription_format: str
+    """The gateway's ``format`` for a subscription receiving these payloads."""
+    unit_of: Callable[[str], str | None] = lambda _metric: None
+    """The unit the payload carries for a metric (None: none)."""
+    metric_prefix: str = ""
+    """What the gateway puts before the metric name (Influx: ``<measurement>.``)."""
 
     def stored_unit(self, metric: str) -> str:
         """The unit the gateway's series row will carry for ``metric``."""
-        if not self.units_stored:
-            return ""
-        return UNITS.get(metric) or ""
+        return self.unit_of(metric) or ""
+
+    def stored_metric(self, metric: str) -> str:
+        """The metric name the gateway's series row will carry."""
+        return self.metric_prefix + metric
 
 
 FORMATS: dict[str, Format] = {
@@ -179,8 +283,9 @@ FORMATS: dict[str, Format] = {
         per_metric=True,
         encode=_reading_encode,
         fault=_reading_fault,
-        units_stored=True,
         description='one message per metric: {"value": 21.5, "ts": <ms>, "unit": "°C"}',
+        subscription_format="json",
+        unit_of=UNITS.get,
     ),
     "json-multi": Format(
         name="json-multi",
@@ -188,8 +293,29 @@ FORMATS: dict[str, Format] = {
         per_metric=False,
         encode=_multi_encode,
         fault=_multi_fault,
-        units_stored=False,
         description='one message per sample: {"temperature": 21.5, "humidity": 40.2, "ts": <ms>}',
+        subscription_format="json",
+    ),
+    "senml": Format(
+        name="senml",
+        default_topic="sensors/{sensor_id}",
+        per_metric=False,
+        encode=_senml_encode,
+        fault=_senml_fault,
+        description='one SenML pack per sample: [{"bt": <s>, "n": "temperature", "u": "Cel", "v": 21.5}, …]',
+        subscription_format="senml",
+        unit_of=SENML_UNITS.get,
+    ),
+    "influx": Format(
+        name="influx",
+        default_topic="sensors/{sensor_id}",
+        per_metric=False,
+        encode=_influx_encode,
+        fault=_influx_fault,
+        description="one line per metric: sim,unit=°C temperature=21.5 <ns> (metric sim.temperature)",
+        subscription_format="influx",
+        unit_of=UNITS.get,
+        metric_prefix=f"{INFLUX_MEASUREMENT}.",
     ),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.codecs import json as json_codec
+from gateway.codecs import get_codec
 from gateway.errors import DecodeError
 from gateway.topics import TopicTemplate
 from gateway.validation import DecodeContext
@@ -22,18 +22,20 @@ CASES = [
     ("json-reading", "all"),  # sensor id and metric in the payload
     ("json-multi", "sensors/{sensor_id}"),
     ("json-multi", "multi"),
+    ("senml", "sensors/{sensor_id}"),
+    ("senml", "packs"),  # sensor id in the base name
+    ("influx", "sensors/{sensor_id}"),
+    ("influx", "lines"),  # sensor id as a tag
 ]
 
 
 def decode(
-    topic: str, template: str, payload: bytes
+    fmt: str, topic: str, template: str, payload: bytes
 ) -> list[tuple[str, str, int, float, str | None]]:
     fields, tags = TopicTemplate.parse(template).match(topic)
     ctx = DecodeContext(topic, NOW, topic_fields=fields, topic_tags=tags)
-    return [
-        (r.sensor_id, r.metric, r.ts_ms, r.value, r.unit)
-        for r in json_codec.decode(payload, ctx).readings
-    ]
+    codec = get_codec(FORMATS[fmt].subscription_format)
+    return [(r.sensor_id, r.metric, r.ts_ms, r.value, r.unit) for r in codec(payload, ctx).readings]
 
 
 @pytest.mark.parametrize(("name", "template"), CASES)
@@ -43,16 +45,17 @@ def test_valid_messages_decode_to_exactly_the_covered_readings(name: str, templa
     messages = fmt.encode(target, NOW, VALUES)
     got = []
     for message in messages:
-        readings = decode(message.topic, template, message.payload)
-        assert [r[1] for r in readings] == [METRICS[i] for i in message.covers]
+        readings = decode(name, message.topic, template, message.payload)
+        assert [r[1] for r in readings] == [fmt.stored_metric(METRICS[i]) for i in message.covers]
         got.extend(readings)
-    assert sorted(r[1] for r in got) == sorted(METRICS)
-    for sensor, metric, ts, value, unit in got:
+    names = {fmt.stored_metric(m): m for m in METRICS}
+    assert sorted(r[1] for r in got) == sorted(names)
+    for sensor, stored, ts, value, unit in got:
+        metric = names[stored]
         assert sensor == "sim-00001" and ts == NOW
         assert value == pytest.approx(VALUES[METRICS.index(metric)], abs=0.5)  # rounded
         assert (unit or "") == fmt.stored_unit(metric)
-    assert fmt.stored_unit("temperature") == ("°C" if fmt.units_stored else "")
-    assert UNITS["counter"] is None
+    assert fmt.stored_unit("counter") == "" and UNITS["counter"] is None
 
 
 @pytest.mark.parametrize(("name", "template"), CASES)
@@ -67,7 +70,7 @@ def test_every_fault_is_rejected_by_the_gateway_and_marked(
     assert message.covers == ()
     assert b"tgfault:ab12cd-7" in message.payload
     with pytest.raises(DecodeError):
-        decode(message.topic, template, message.payload)
+        decode(name, message.topic, template, message.payload)
 
 
 @pytest.mark.parametrize(
