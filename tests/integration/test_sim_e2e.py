@@ -8,6 +8,7 @@ gateway is killed with SIGKILL in the middle of the run and restarted.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -122,3 +123,34 @@ def test_gateway_killed_mid_run_still_verifies_clean(fresh_broker: Broker, tmp_p
         if restarted is not None:
             assert restarted.terminate() == 0, restarted.log_text()[-2000:]
     check(report, db)
+
+
+def test_sigterm_stops_publishing_and_awaits_every_ack(broker: Broker, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "simulators", "run",
+        "--host", HOST, "--port", str(broker.port),
+        "--sensors", "2000", "--connections", "2", "--rate", "2",
+        "--topic", f"simterm-{tmp_path.name}/{{sensor_id}}/{{metric}}",
+        "--report", str(report), "--no-progress",
+    ]  # fmt: skip
+    sim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert sim.stderr is not None
+        for _ in range(10):  # "connecting …", then "… connected in …" (or EOF if it died)
+            line = sim.stderr.readline()
+            if not line or b"connected in" in line:
+                break
+        time.sleep(1.5)  # publishing for a while, with acks in flight
+        sim.send_signal(signal.SIGTERM)
+        out, err = sim.communicate(timeout=60)
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait(10)
+    assert sim.returncode == 0, err.decode()
+    assert b"stopping" in err and b"run " in out  # the signal arrived while publishing
+    totals = json.loads(report.read_text())["totals"]
+    assert totals["messages_sent"] > 0
+    assert totals["messages_acked"] == totals["messages_sent"]
+    assert totals["unconfirmed_messages"] == 0
