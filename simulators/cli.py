@@ -157,7 +157,7 @@ def _add_run(subparsers: Any) -> None:
         "--max-pending",
         type=int,
         default=20_000,
-        help="messages awaiting their ack before publishing pauses (default 20000)",
+        help="messages awaiting their ack before publishing pauses (default 20000, max 50000)",
     )
     out.add_argument(
         "--drain-timeout",
