@@ -23,7 +23,9 @@ from pathlib import Path
 WRITER_AUTOCHECKPOINT = 10_000
 """Pages (≈40 MiB at 4 KiB) the WAL may reach before the writer checkpoints itself —
 only if the background checkpoint falls behind or is not running."""
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+"""After a checkpoint the WAL file is cut back to this size when writing restarts at its
+beginning, so a burst does not keep a large WAL (which counts against the size cap)."""
 
 
 def read_write_bytes() -> int | None:
@@ -83,3 +85,16 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     writer or readers."""
     _busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return int(log_frames), int(done)
+
+
+def truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Checkpoint everything and cut the WAL file to zero bytes, from the writer's own
+    connection, without waiting: returns False (and does nothing harmful) when a reader
+    still uses old WAL frames. Used by the size guard, whose cap counts the WAL."""
+    previous = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {previous}")
+    return not busy

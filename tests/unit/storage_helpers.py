@@ -8,9 +8,14 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.config import StorageConfig
+from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.sinks.sqlite import BatchWriter, apply_pragmas, prepare_database
+from gateway.sinks.sqlite import BatchWriter, SqliteSink, apply_pragmas, prepare_database
+from gateway.storage.guard import Guard
+from gateway.storage.maintenance import Maintenance
 from gateway.storage.rollups import LateDataTracker
+from gateway.storage.units import parse_size
 
 HOUR = 3_600_000
 MINUTE = 60_000
@@ -91,3 +96,34 @@ def assert_same(
     for key, row in want.items():
         other = got[key]
         assert all(close(x, y) for x, y in zip(other, row, strict=True)), (key, other, row)
+
+
+class Rig:
+    """A real sink plus the maintenance service, driven by a controlled clock."""
+
+    def __init__(self, sink: SqliteSink, maintenance: Maintenance, clock: Clock) -> None:
+        self.sink = sink
+        self.maintenance = maintenance
+        self.clock = clock
+        self.metrics = maintenance.metrics
+
+    def conn(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.sink.path)
+
+
+async def make_rig(tmp_path: Path, clock: Clock, **storage: object) -> Rig:
+    storage.setdefault("min_free_disk", "0")  # the test machine's disk is not the subject
+    config = StorageConfig(path=tmp_path / "r.db", **storage)  # type: ignore[arg-type]
+    sink = SqliteSink(config.path)
+    tracker = LateDataTracker()
+    sink.writer.after_insert = tracker
+    await sink.open()
+    metrics = Metrics()
+    guard = Guard(
+        config.path,
+        parse_size(config.max_size),
+        parse_size(config.min_free_disk),
+        config.full_policy,
+    )
+    sink.admission = guard.admission
+    return Rig(sink, Maintenance(sink, config, metrics, guard, tracker, clock), clock)

@@ -11,16 +11,22 @@ from pathlib import Path
 import pytest
 
 from gateway import query
-from gateway.config import RetentionConfig, StorageConfig
-from gateway.metrics import Metrics
+from gateway.config import RetentionConfig
 from gateway.models import Reading
-from gateway.sinks.sqlite import SqliteSink
 from gateway.storage import integrity
-from gateway.storage.guard import Guard
-from gateway.storage.maintenance import Maintenance
 from gateway.storage.retention import Purger, page_stats
-from gateway.storage.rollups import LateDataTracker, rollup_all
-from tests.unit.storage_helpers import DAY, HOUR, MINUTE, T0, Clock, open_writer, write
+from gateway.storage.rollups import rollup_all
+from tests.unit.storage_helpers import (
+    DAY,
+    HOUR,
+    MINUTE,
+    T0,
+    Clock,
+    Rig,
+    make_rig,
+    open_writer,
+    write,
+)
 
 
 def readings_over(days: int, every_ms: int = 5 * MINUTE, sensors: int = 2) -> list[Reading]:
@@ -29,30 +35,6 @@ def readings_over(days: int, every_ms: int = 5 * MINUTE, sensors: int = 2) -> li
         for i in range(days * DAY // every_ms)
         for s in range(sensors)
     ]
-
-
-class Rig:
-    """A real sink plus the maintenance service, driven by a controlled clock."""
-
-    def __init__(self, sink: SqliteSink, maintenance: Maintenance, clock: Clock) -> None:
-        self.sink = sink
-        self.maintenance = maintenance
-        self.clock = clock
-        self.metrics = maintenance.metrics
-
-    def conn(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.sink.path)
-
-
-async def make_rig(tmp_path: Path, clock: Clock, **storage: object) -> Rig:
-    config = StorageConfig(path=tmp_path / "r.db", **storage)  # type: ignore[arg-type]
-    sink = SqliteSink(config.path)
-    tracker = LateDataTracker()
-    sink.writer.after_insert = tracker
-    await sink.open()
-    metrics = Metrics()
-    guard = Guard(config.path, 0, 0, config.full_policy)
-    return Rig(sink, Maintenance(sink, config, metrics, guard, tracker, clock), clock)
 
 
 @pytest.fixture
