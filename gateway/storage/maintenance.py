@@ -68,6 +68,7 @@ pressure). Below it they are reused by new data: vacuuming and regrowing would o
 add SD-card writes."""
 VACUUM_PAGES_PER_STEP = 256
 WEAR_PERSIST_S = 600.0
+WEAR_FIRST_PERSIST_S = 60.0
 
 
 def wall_clock_ms() -> int:
@@ -108,7 +109,8 @@ class Maintenance:
         self.budget_s = config.step_budget_ms / 1000
         self.round_s = config.maintenance_interval_s
         self.meter = wear.WearMeter()
-        self._wear_persisted = 0.0
+        # First figure after a minute of traffic, then every ten minutes.
+        self._wear_persisted = time.monotonic() - WEAR_PERSIST_S + WEAR_FIRST_PERSIST_S
         self._logged: set[str] = set()
 
     # -- plumbing ----------------------------------------------------------------
@@ -297,7 +299,10 @@ class Maintenance:
             while True:
                 try:
                     await self.run_once()
-                    if time.monotonic() - self._wear_persisted >= WEAR_PERSIST_S:
+                    if (
+                        time.monotonic() - self._wear_persisted >= WEAR_PERSIST_S
+                        and self.meter.bytes_per_reading > 0
+                    ):
                         self._wear_persisted = time.monotonic()
                         await self.persist_wear()
                 except StorageError as exc:
