@@ -175,6 +175,7 @@ class GatewayProcess:
 
     def start(self, wait_connected: bool = True) -> GatewayProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
+        offset = self.log_path.stat().st_size  # only this run's lines count as "ready"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
             stdout=self._log,
@@ -183,7 +184,7 @@ class GatewayProcess:
         )
         if wait_connected:
             wait_for(
-                lambda: "connected" in self.log_text() or self.proc.poll() is not None,
+                lambda: "] ready: " in self.log_text()[offset:] or self.proc.poll() is not None,
                 20,
                 what="gateway connected",
             )

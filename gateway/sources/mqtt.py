@@ -237,11 +237,13 @@ class Connection:
             (subscription_filter(s, self.config.shared_group), s.qos) for s in self.subscriptions
         ]
         if handle.session_present:
-            self._state("connected", "session resumed")
+            self._state("ready", "session resumed")
             return
-        self._state("connected", "new session, subscribing")
         async with asyncio.timeout(self.config.connect_timeout_s):
             granted = await client.subscribe(filters)
+        # "ready" only once the broker confirmed the subscriptions: messages published
+        # before that are not routed to a new session at all.
+        self._state("ready", f"new session, subscribed to {len(filters)} filter(s)")
         for (topic, _qos), code in zip(filters, granted or [], strict=False):
             value = getattr(code, "value", code)
             if isinstance(value, int) and value >= 0x80:
