@@ -7,12 +7,13 @@ into one of these where they enter our code, so callers never catch a library ty
     TidegateError
     ├── ConfigError          bad configuration; names the key (CLI exits 2)
     ├── DecodeError          a payload cannot be turned into readings; carries a human reason
-    ├── SourceError          the message source (MQTT) failed
-    │   └── ConnectionLost   the broker connection dropped; the source reconnects
     ├── StorageError         the database failed
     │   ├── StorageFull      disk or size cap reached (SQLITE_FULL / ENOSPC); retried, never acked
     │   └── StorageCorrupt   the database file is damaged
-    └── QueryError           a read request is invalid (bad range, unknown sensor, limits)
+    ├── QueryError           a read request is invalid (bad range, unknown sensor, limits)
+    └── SimError             (simulators/errors.py) the simulator failed
+        ├── BrokerUnreachable    the broker cannot be reached
+        └── ReportError          a --report file is missing or malformed
 """
 
 from __future__ import annotations
@@ -38,14 +39,6 @@ class DecodeError(TidegateError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-class SourceError(TidegateError):
-    """The message source failed."""
-
-
-class ConnectionLost(SourceError):
-    """The broker connection was lost; the source reconnects with backoff."""
 
 
 class StorageError(TidegateError):
