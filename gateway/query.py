@@ -275,8 +275,9 @@ def aggregate(
     if (until_ms - since_ms) // bucket_ms > max_buckets:
         raise QueryError(f"more than {max_buckets} buckets; use a larger bucket or a shorter range")
     # Buckets align to the epoch (hourly buckets start on the hour, UTC).
-    segments = tiers.plan(conn, since_ms, until_ms, bucket_ms, tier)
+    planner = tiers.Planner(conn, since_ms, until_ms, bucket_ms, tier)
     for series_id, sensor_id, metric_name, _unit, _tags in find_series(conn, sensor, metric):
+        segments = planner.segments(series_id)
         for start, source, values in tiers.aggregate_series(conn, series_id, segments, bucket_ms):
             yield Bucket(sensor_id, metric_name, start, {a: values[a] for a in aggs}, source)
 

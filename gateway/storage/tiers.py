@@ -14,8 +14,10 @@ last hour from minutes and its last seconds from raw readings: every bucket says
 tier answered it. Raw data older than ``storage.retention.raw`` is gone, so old ranges
 are answered by the tiers or not at all.
 
-Known lag: a late reading reaches its rollup bucket within one maintenance interval
-(``storage.maintenance_interval_s``); until then that bucket shows the value without it.
+Late data: a late reading marks its minute dirty in the same transaction that stores
+it, and the maintenance service rebuilds the bucket shortly after. Until then, for that
+series, the tiers count as complete only below its earliest dirty minute, so its
+buckets from there on are answered from raw readings: results are exact at all times.
 """
 
 from __future__ import annotations
@@ -57,20 +59,9 @@ def _pick(lo: int, hi: int, bucket_ms: int, marks: dict[str, int], allowed: Sequ
     return "raw"
 
 
-def plan(
-    conn: sqlite3.Connection, since_ms: int, until_ms: int, bucket_ms: int, tier: str = "auto"
+def _segments(
+    since_ms: int, until_ms: int, bucket_ms: int, marks: dict[str, int], allowed: Sequence[str]
 ) -> list[Segment]:
-    """The segments answering ``[since, until)`` in ``bucket_ms`` buckets.
-
-    ``tier``: ``auto`` (coarsest that answers), ``raw`` (raw readings only), or ``1m`` /
-    ``1h`` (that tier where it can answer, raw elsewhere).
-    """
-    if tier not in TIER_CHOICES:
-        raise QueryError(f"unknown tier {tier!r}; choose from {', '.join(TIER_CHOICES)}")
-    allowed: tuple[str, ...] = (
-        () if tier == "raw" else tuple(t.name for t in TIERS) if tier == "auto" else (tier,)
-    )
-    marks = watermarks(conn) if allowed else {}
     segments: list[Segment] = []
     start = since_ms - since_ms % bucket_ms
     # Every middle bucket has the same alignment, so only the first, the last and the
@@ -85,6 +76,57 @@ def plan(
             segments.append(Segment(name, lo, hi))
         start += bucket_ms
     return segments
+
+
+class Planner:
+    """Which tier answers which buckets, per series.
+
+    ``tier``: ``auto`` (coarsest that answers), ``raw`` (raw readings only), or ``1m`` /
+    ``1h`` (that tier where it can answer, raw elsewhere).
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        tier: str = "auto",
+    ) -> None:
+        if tier not in TIER_CHOICES:
+            raise QueryError(f"unknown tier {tier!r}; choose from {', '.join(TIER_CHOICES)}")
+        self.since_ms, self.until_ms, self.bucket_ms = since_ms, until_ms, bucket_ms
+        self.allowed: tuple[str, ...] = (
+            () if tier == "raw" else tuple(t.name for t in TIERS) if tier == "auto" else (tier,)
+        )
+        self.marks = watermarks(conn) if self.allowed else {}
+        self.dirty: dict[int, int] = {}
+        if self.allowed:
+            try:
+                self.dirty = dict(
+                    conn.execute(
+                        "SELECT series_id, min(bucket) FROM rollup_dirty GROUP BY series_id"
+                    ).fetchall()
+                )
+            except sqlite3.OperationalError:
+                self.dirty = {}  # a version-1 database: no rollups at all
+        self.common = _segments(since_ms, until_ms, bucket_ms, self.marks, self.allowed)
+
+    def segments(self, series_id: int | None = None) -> list[Segment]:
+        """The plan for ``series_id`` (the common plan unless it has pending late data)."""
+        floor = self.dirty.get(series_id) if series_id is not None else None
+        if floor is None:
+            return self.common
+        marks = {name: min(mark, floor) for name, mark in self.marks.items()}
+        return _segments(self.since_ms, self.until_ms, self.bucket_ms, marks, self.allowed)
+
+
+def plan(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int, bucket_ms: int, tier: str = "auto"
+) -> list[Segment]:
+    """The segments answering ``[since, until)`` in ``bucket_ms`` buckets for a series
+    without pending late data (see :class:`Planner`)."""
+    return Planner(conn, since_ms, until_ms, bucket_ms, tier).common
 
 
 _RAW = """

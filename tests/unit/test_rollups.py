@@ -155,6 +155,26 @@ def test_late_data_changes_min_max_sum_count_and_last_only_if_newer(tmp_path: Pa
     conn.close()
 
 
+def test_queries_stay_exact_while_late_data_waits_for_its_rollup(tmp_path: Path) -> None:
+    conn, writer, tracker = open_writer(tmp_path / "p.db")
+    write(conn, writer, [Reading(s, "t", T0 + i * MINUTE, 1.0) for i in range(180) for s in "xy"])
+    rollup_all(conn, T0 + 4 * HOUR, tracker)
+    write(conn, writer, [Reading("x", "t", T0 + 30_000, 500.0)])  # late; not rolled up yet
+    buckets = list(
+        query.aggregate(
+            conn, sensor=None, metric="t", since_ms=T0, until_ms=T0 + 3 * HOUR,
+            bucket_ms=HOUR, aggs=("max", "count"),
+        )
+    )  # fmt: skip
+    by_series = {
+        (b.sensor_id, b.start_ms): (b.values["max"], b.values["count"], b.tier) for b in buckets
+    }
+    assert by_series[("x", T0)] == (500.0, 61, "raw")  # x reads raw from its dirty minute on
+    assert by_series[("y", T0)] == (1.0, 60, "1h")  # y is unaffected
+    check_queries(conn, T0, T0 + 3 * HOUR, HOUR)
+    conn.close()
+
+
 def test_late_reading_just_below_the_watermark(tmp_path: Path) -> None:
     conn, writer, tracker = open_writer(tmp_path / "w.db")
     write(conn, writer, [Reading("s", "t", T0 + i * 1000, 1.0) for i in range(600)])
