@@ -66,7 +66,7 @@ def report_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
 
     lines = [
         ("vacuum", f"{report['auto_vacuum']}, {format_size(report['free_bytes'])} free in file"),
-        ("raw kept from", when(report["raw_purged_before_ms"])),
+        ("raw since", when(report["raw_purged_before_ms"])),
     ]
     for name, tier in report["tiers"].items():
         lines.append(
@@ -93,5 +93,5 @@ def report_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
     lines.append(("gateway", "not running" if pid is None else f"running (pid {pid or '?'})"))
     copies = report["corrupt_copies"]
     if copies:
-        lines.append(("CORRUPT COPIES", f"{len(copies)}: " + ", ".join(copies)))
+        lines.append(("CORRUPT", f"{len(copies)}: " + ", ".join(copies)))
     return lines
