@@ -33,7 +33,7 @@ from gateway.metrics import Metrics
 from gateway.sinks._aiosqlite_adapter import run_on_connection
 from gateway.sinks.sqlite import SqliteSink, convert_sqlite_error
 from gateway.storage import wear
-from gateway.storage.guard import RELIEF, Guard, Usage, emergency_cutoff
+from gateway.storage.guard import RELIEF, Guard, Usage, emergency_cutoff, wal_size
 from gateway.storage.retention import (
     TABLES,
     Purger,
@@ -68,6 +68,10 @@ pressure). Below it they are reused by new data: vacuuming and regrowing would o
 add SD-card writes."""
 VACUUM_PAGES_PER_STEP = 256
 WEAR_PERSIST_S = 600.0
+CHECKPOINT_POLL_S = 0.5
+CHECKPOINT_WAL_BYTES = 8 * 1024 * 1024
+"""Checkpoint early past this WAL size: above ``wear.JOURNAL_SIZE_LIMIT`` (a WAL cut back
+after a reset does not trigger it), far below the writer's own threshold."""
 WEAR_FIRST_PERSIST_S = 60.0
 
 
@@ -317,14 +321,29 @@ class Maintenance:
                 await checkpoints
 
     async def _checkpoints(self) -> None:
+        """PASSIVE checkpoints from a connection of their own: every
+        ``checkpoint_interval_s``, or sooner when the WAL grows past
+        :data:`CHECKPOINT_WAL_BYTES` — so the writer's own automatic checkpoint (which
+        would copy the whole WAL inside a commit and stall ingestion) need not fire.
+        The writer's connection only copies the tail written during the bulk copy."""
         conn: sqlite3.Connection | None = None
+        last = time.monotonic()
         try:
             while True:
-                await asyncio.sleep(self.config.checkpoint_interval_s)
+                await asyncio.sleep(CHECKPOINT_POLL_S)
+                due = time.monotonic() - last >= self.config.checkpoint_interval_s
+                if not due and wal_size(self.sink.path) < CHECKPOINT_WAL_BYTES:
+                    continue
+                last = time.monotonic()
                 try:
                     if conn is None:
                         conn = await asyncio.to_thread(wear.open_checkpointer, self.sink.path)
-                    _frames, done = await asyncio.to_thread(wear.checkpoint, conn)
+                    frames, done = await asyncio.to_thread(wear.checkpoint, conn)
+                    if done < frames:
+                        # Under steady writes the bulk copy never quite catches up, so
+                        # the WAL could never restart from its beginning; the frames
+                        # written meanwhile are few: copy them between two batches.
+                        frames, done = await self._step(wear.checkpoint)
                     self.metrics.storage.checkpoints += 1
                     self.metrics.storage.checkpoint_frames += done
                 except (sqlite3.Error, OSError) as exc:

@@ -69,7 +69,7 @@ class Purger:
     between any two steps.
     """
 
-    def __init__(self, tier: str, chunk_rows: int = 2000) -> None:
+    def __init__(self, tier: str, chunk_rows: int = 1000) -> None:
         self.tier = tier
         self.table, self.column = TABLES[tier]
         self.chunk_rows = chunk_rows
