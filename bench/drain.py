@@ -36,12 +36,12 @@ MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
 
 @dataclass
 class TidegateOptions:
-    """How the bench configures tidegate (everything else is the default config)."""
+    """What the bench changes in tidegate's config (None: tidegate's default)."""
 
     connections: int = 1
-    receive_maximum: int = 1000
-    batch_size: int = 5000
-    queue_size: int = 10_000
+    receive_maximum: int | None = None
+    batch_size: int | None = None
+    queue_size: int | None = None
     extra_pipeline: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,11 +98,17 @@ def tidegate_settings(
         "host": HOST,
         "port": broker.port,
         "client_id": client_id,
-        "receive_maximum": options.receive_maximum,
         "connections": options.connections,
     }
+    if options.receive_maximum is not None:
+        mqtt["receive_maximum"] = options.receive_maximum
     if options.connections > 1:
         mqtt["shared_group"] = "bench"
+    pipeline: dict[str, Any] = {"shutdown_timeout_s": 60, **options.extra_pipeline}
+    if options.batch_size is not None:
+        pipeline["batch_size"] = options.batch_size
+    if options.queue_size is not None:
+        pipeline["queue_size"] = options.queue_size
     return {
         "mqtt": mqtt,
         "subscriptions": [
@@ -112,12 +118,7 @@ def tidegate_settings(
                 "format": scenario.fmt,
             }
         ],
-        "pipeline": {
-            "batch_size": options.batch_size,
-            "queue_size": options.queue_size,
-            "shutdown_timeout_s": 60,
-            **options.extra_pipeline,
-        },
+        "pipeline": pipeline,
         "storage": {"path": str(db)},
         "api": {"enabled": False},
         "log": {"level": "WARNING"},

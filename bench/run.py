@@ -30,6 +30,7 @@ from bench.latency import measure_latency
 from bench.plan import PLANS, Plan
 from bench.storage import bare_executemany, scenario_rows
 from bench.workload import BATCH_JSON, BATCH_SENML, ONE, SENSORS_10K, Scenario
+from gateway.config import PipelineConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("drain", "default", "storage", "latency", "query", "codecs")
@@ -186,11 +187,10 @@ def _cleanup(workdir: Path) -> None:
 
 def _storage(plan: Plan, scenarios: set[str] | None, workdir: Path) -> list[dict[str, Any]]:
     out = []
-    batch = TidegateOptions().batch_size
-    base_ms = int(time.time() * 1000) - 86_400_000
+    batch = PipelineConfig().batch_size
     for scenario in _scenarios(scenarios):
         n = plan.n(scenario.name, "tidegate")
-        rows = scenario_rows(scenario, n, base_ms)
+        rows = scenario_rows(scenario, n, scenario.default_base_ms(n))
         series = scenario.sensors * (10 if scenario.readings_per_message > 1 else 1)
         rates = []
         for i in range(plan.runs):

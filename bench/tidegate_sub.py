@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -32,6 +33,8 @@ from gateway.sinks.base import WriteResult
 
 def _services(settings: Settings) -> list[Any]:
     """The services ``tidegate run`` would start (storage maintenance), if any."""
+    if os.environ.get("BENCH_NO_SERVICES"):
+        return []
     try:
         from gateway.cli.run import default_services
     except ImportError:
@@ -50,6 +53,7 @@ def _metrics_summary(gateway: Gateway) -> dict[str, Any]:
         "acks_sent": m.acks_sent,
         "acks_dropped": m.acks_dropped,
         "paused_reads": m.paused_reads,
+        "write_s": round(m.commit_duration.total, 3),
     }
 
 
@@ -88,14 +92,18 @@ async def latency(settings: Settings) -> dict[str, Any]:
     gateway = Gateway(settings, _services(settings))
     install_signal_handlers(gateway)
     samples = array("d")
+    worst: list[tuple[float, float, int, float]] = []
     inner = gateway.sink.write_batch
 
     async def write_batch(
         batch: Sequence[Reading], dead_letters: Sequence[DeadLetter]
     ) -> WriteResult:
+        t0 = time.time() * 1000
         result = await inner(batch, dead_letters)
         now_ms = time.time() * 1000
         samples.extend(now_ms - r.ts_ms for r in batch)
+        if batch:
+            worst.append((max(now_ms - r.ts_ms for r in batch), now_ms - t0, len(batch), now_ms))
         return result
 
     gateway.sink.write_batch = write_batch  # type: ignore[method-assign]
@@ -117,6 +125,7 @@ async def latency(settings: Settings) -> dict[str, Any]:
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": ordered[-1] if ordered else 0.0,
+        "worst_batches": sorted(worst, reverse=True)[:8],
         **_metrics_summary(gateway),
     }
 

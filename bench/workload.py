@@ -24,6 +24,12 @@ class Scenario:
     fmt: str = "json"
     """tidegate's subscription format."""
 
+    def default_base_ms(self, n: int) -> int:
+        """First timestamp of ``n`` messages ending ~5 s before now (1 ms per message,
+        10 ms per batched message)."""
+        step = 1 if self.readings_per_message == 1 else 10
+        return int(time.time() * 1000) - n * step - 5000
+
     def topic_template(self, prefix: str) -> str:
         if self.readings_per_message == 1:
             return f"{prefix}/{{sensor_id}}/{{metric}}"
@@ -32,9 +38,9 @@ class Scenario:
     def messages(
         self, prefix: str, n: int, base_ms: int | None = None
     ) -> Iterator[tuple[str, bytes]]:
-        """``n`` messages under ``prefix``; timestamps start at ``base_ms`` (default: a
-        day ago, well inside tidegate's validation window)."""
-        base = base_ms if base_ms is not None else int(time.time() * 1000) - 86_400_000
+        """``n`` messages under ``prefix``; timestamps start at ``base_ms`` (default: so
+        that the last one is a few seconds old, like a backlog published just now)."""
+        base = base_ms if base_ms is not None else self.default_base_ms(n)
         sensors = self.sensors
         if self.readings_per_message == 1:
             for i in range(n):

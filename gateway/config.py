@@ -130,7 +130,7 @@ class PipelineConfig(_Section):
     """``[pipeline]``: queue, batching and shutdown."""
 
     queue_size: int = Field(10_000, ge=1, le=10_000_000)
-    batch_size: int = Field(5_000, ge=1, le=1_000_000)
+    batch_size: int = Field(20_000, ge=1, le=1_000_000)
     flush_interval_ms: int = Field(1000, ge=0, le=600_000)
     commit_on_idle: bool = True
     max_payload_bytes: int = Field(256 * 1024, ge=16, le=64 * 1024 * 1024)

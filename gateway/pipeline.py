@@ -4,6 +4,9 @@ Contract:
 
 * :meth:`Pipeline.submit` awaits while the queue is full — that is the backpressure:
   sources stop reading, unacknowledged messages pile up at the broker, nothing is dropped.
+  "Full" is ``queue_size`` messages or ``max(batch_size, 10 000)`` readings, whichever
+  comes first (one more message may always enter), so memory stays bounded for batched
+  payloads too.
 * The writer takes everything queued (up to ``batch_size`` readings), commits it in
   one transaction, then calls each envelope's ``ack``. With ``commit_on_idle`` (the
   default) it commits as soon as the queue runs dry (group commit): batches grow by
@@ -43,6 +46,12 @@ class Pipeline:
         self.queue: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=config.queue_size)
         self.metrics.queue_depth = self.queue.qsize
         self.metrics.queue_capacity = config.queue_size
+        # Readings waiting in the queue, at most (plus one message): a queue of
+        # batched messages must not hold queue_size × 100 readings in memory.
+        self.readings_limit = max(config.batch_size, 10_000)
+        self._queued_readings = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._writer: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
 
@@ -68,6 +77,10 @@ class Pipeline:
             sub.skipped += 1
             envelope.ack()
             return
+        while self._queued_readings >= self.readings_limit:
+            self._room.clear()
+            await self._room.wait()
+        self._queued_readings += len(envelope.readings)
         await self.queue.put(envelope)
 
     async def stop(self, timeout: float | None = None) -> bool:
@@ -122,6 +135,9 @@ class Pipeline:
             if first is None:
                 return
             batch, stop_seen = await self._gather(first)
+            self._queued_readings -= sum(len(envelope.readings) for envelope in batch)
+            if self._queued_readings < self.readings_limit:
+                self._room.set()
             await self._commit(batch)
             if stop_seen:
                 return

@@ -49,6 +49,19 @@ class Route:
     config: SubscriptionConfig
     codec: Codec
     template: TopicTemplate | None
+    label: str = ""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """Everything about one topic that does not change from message to message."""
+
+    route: Route | None
+    label: str
+    ctx: DecodeContext | None
+    """Reused for every message on this topic (codecs are pure and keep no reference);
+    only ``now_ms`` changes. None when the topic cannot be decoded."""
+    error: str = ""
 
 
 class Router:
@@ -62,49 +75,64 @@ class Router:
                 sub,
                 get_codec(sub.format),
                 TopicTemplate.parse(sub.topic_template) if sub.topic_template else None,
+                sub.label,
             )
             for sub in subscriptions
         ]
         self.limits = limits
         self.max_payload_bytes = max_payload_bytes
-        self._by_topic: dict[str, Route | None] = {}
+        self._by_topic: dict[str, _Prepared] = {}
 
     def route_for(self, topic: str) -> Route | None:
         """The first subscription (in config order) whose filter matches ``topic``."""
-        try:
-            return self._by_topic[topic]
-        except KeyError:
-            pass
-        found = next((r for r in self.routes if topic_matches(r.config.topic, topic)), None)
+        return self._prepared(topic).route
+
+    def _prepared(self, topic: str) -> _Prepared:
+        """The cached per-topic work: subscription lookup, topic template match and the
+        decode context (bounded: the cache is dropped and rebuilt when full)."""
+        prepared = self._by_topic.get(topic)
+        if prepared is not None:
+            return prepared
+        route = next((r for r in self.routes if topic_matches(r.config.topic, topic)), None)
+        if route is None:
+            prepared = _Prepared(None, "", None, f"no subscription matches topic {topic!r}")
+        else:
+            config = route.config
+            ctx = DecodeContext(
+                topic=topic,
+                now_ms=0,
+                limits=self.limits,
+                options=config,
+                topic_wins=config.topic_wins,
+            )
+            prepared = _Prepared(route, route.label, ctx)
+            if route.template is not None:
+                try:
+                    ctx.topic_fields, ctx.topic_tags = route.template.match(topic, self.limits)
+                except DecodeError as exc:
+                    prepared = _Prepared(route, route.label, None, exc.reason)
         if len(self._by_topic) >= _TOPIC_CACHE_MAX:
             self._by_topic.clear()  # bounded; rebuilt on demand
-        self._by_topic[topic] = found
-        return found
+        self._by_topic[topic] = prepared
+        return prepared
 
     def route(self, topic: str, payload: bytes, now_ms: int | None = None) -> Envelope:
         """Decode one message. Never raises for anything in ``topic`` or ``payload``."""
         received = time.monotonic()
         if now_ms is None:
             now_ms = int(time.time() * 1000)
-        route = self.route_for(topic)
-        label = route.config.label if route is not None else ""
+        prepared = self._prepared(topic)
+        label = prepared.label
+        ctx = prepared.ctx
         try:
-            if route is None:
-                raise DecodeError(f"no subscription matches topic {topic!r}")
+            if ctx is None or prepared.route is None:
+                raise DecodeError(prepared.error)
             if len(payload) > self.max_payload_bytes:
                 raise DecodeError(
                     f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.max_payload_bytes}"
                 )
-            ctx = DecodeContext(
-                topic=topic,
-                now_ms=now_ms,
-                limits=self.limits,
-                options=route.config,
-                topic_wins=route.config.topic_wins,
-            )
-            if route.template is not None:
-                ctx.topic_fields, ctx.topic_tags = route.template.match(topic, self.limits)
-            decoded = route.codec(payload, ctx)
+            ctx.now_ms = now_ms
+            decoded = prepared.route.codec(payload, ctx)
         except DecodeError as exc:
             return Envelope(
                 [],
