@@ -1,7 +1,7 @@
 """One gateway per database file: an advisory ``flock`` on ``<db>.lock``.
 
 Two writers on one file would fight over SQLite's write lock and each keep a stale
-series cache (``docs/decisions/0001-one-writer.md``); ``tidegate restore`` must not
+series cache (``docs/decisions/0001-one-writer-per-database.md``); ``tidegate restore`` must not
 swap the file under a running gateway. The kernel drops the lock when the process
 dies (even by ``kill -9``), so a stale lock cannot outlive its owner.
 """
