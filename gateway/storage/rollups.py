@@ -33,6 +33,7 @@ run on its thread (see :func:`gateway.sinks._aiosqlite_adapter.run_on_connection
 from __future__ import annotations
 
 import logging
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ MAX_WINDOW_MS = HOUR_MS
 """A catch-up (e.g. after upgrading a version-1 database) advances at most this much per
 pass, which bounds one series' statement."""
 _SERIES_PAGE = 64
+_TS = operator.itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,8 @@ class LateDataTracker:
 
     Installed as ``BatchWriter.after_insert``: called inside each batch's transaction
     with the batch's sorted ``(series_id, ts, value)`` rows, so a dirty mark commits or
-    rolls back with the readings it describes. Cost on the hot path: one comparison per
-    reading, plus an insert per late bucket.
+    rolls back with the readings it describes. Cost on the hot path: a ``min`` over the
+    batch's timestamps (~50–65 ns per reading), plus an insert per late bucket.
     """
 
     def __init__(self) -> None:
@@ -159,8 +161,8 @@ class LateDataTracker:
         threshold = self.threshold_ms
         if threshold is None:
             threshold = self.threshold_ms = get_state(conn, WATERMARK[TIER_1M.name]) or 0
-        if not threshold:
-            return
+        if not threshold or min(map(_TS, rows)) >= threshold:
+            return  # the usual case, decided in C without a Python loop over the rows
         late = {(sid, ts - ts % MINUTE_MS) for sid, ts, _value in rows if ts < threshold}
         if late:
             conn.executemany(
