@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sqlite3
@@ -107,6 +108,17 @@ async def latency(settings: Settings) -> dict[str, Any]:
         return result
 
     gateway.sink.write_batch = write_batch  # type: ignore[method-assign]
+    # Collector pauses by generation: a long one shows up as a latency spike.
+    gc_pauses: list[tuple[int, float]] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_pauses.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
+
+    gc.callbacks.append(on_gc)
     task = asyncio.create_task(gateway.run())
     await asyncio.wait_for(gateway.started.wait(), 30)
     if not await gateway.source.wait_connected(30):
@@ -125,7 +137,15 @@ async def latency(settings: Settings) -> dict[str, Any]:
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": ordered[-1] if ordered else 0.0,
+        # (worst latency ms, write ms, readings, commit wall-clock ms) of the 8 worst batches
         "worst_batches": sorted(worst, reverse=True)[:8],
+        "gc": {
+            g: [
+                sum(1 for gg, _ in gc_pauses if gg == g),
+                round(max([d for gg, d in gc_pauses if gg == g] or [0]), 2),
+            ]
+            for g in (0, 1, 2)
+        },
         **_metrics_summary(gateway),
     }
 

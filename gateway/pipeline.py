@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -53,11 +54,22 @@ class Pipeline:
         self._room = asyncio.Event()
         self._room.set()
         self._writer: asyncio.Task[None] | None = None
+        self._frozen = False
         self._failing_since: float | None = None
 
     def start(self) -> None:
-        """Start the writer task."""
+        """Start the writer task.
+
+        Also moves every object allocated so far (modules, schemas, config, the warmed
+        series cache) out of the garbage collector's reach with :func:`gc.freeze`: they
+        live as long as the process, and a full collection walking them was a pause of
+        up to 200 ms in the middle of ingestion (``docs/decisions/0063``). Undone by
+        :meth:`stop`.
+        """
         if self._writer is None:
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
             self._writer = asyncio.create_task(self._run(), name="tidegate-writer")
 
     async def submit(self, envelope: Envelope) -> None:
@@ -91,6 +103,9 @@ class Pipeline:
             return True
         timeout = self.config.shutdown_timeout_s if timeout is None else timeout
         writer, self._writer = self._writer, None
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
         try:
             await asyncio.wait_for(self.queue.put(None), timeout)
             await asyncio.wait_for(asyncio.shield(writer), timeout)
