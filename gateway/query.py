@@ -84,22 +84,25 @@ class SeriesInfo:
     last_value: float | None
 
 
+def _series_filter(sensor: str | None, metric: str | None, prefix: str) -> tuple[str, list[object]]:
+    """A `` WHERE …`` clause (or ``""``) on the series columns, and its parameters."""
+    where: list[str] = []
+    params: list[object] = []
+    if sensor is not None:
+        where.append(f"{prefix}sensor_id = ?")
+        params.append(sensor)
+    if metric is not None:
+        where.append(f"{prefix}metric = ?")
+        params.append(metric)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 def find_series(
     conn: sqlite3.Connection, sensor: str | None = None, metric: str | None = None
 ) -> list[tuple[int, str, str, str | None, dict[str, str]]]:
     """Series matching the filters: ``(id, sensor_id, metric, unit, tags)``."""
-    sql = "SELECT id, sensor_id, metric, unit, tags FROM series"
-    where: list[str] = []
-    params: list[object] = []
-    if sensor is not None:
-        where.append("sensor_id = ?")
-        params.append(sensor)
-    if metric is not None:
-        where.append("metric = ?")
-        params.append(metric)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY sensor_id, metric, id"
+    where, params = _series_filter(sensor, metric, "")
+    sql = f"SELECT id, sensor_id, metric, unit, tags FROM series{where} ORDER BY sensor_id, metric, id"
     rows = conn.execute(sql, params).fetchmany(MAX_SERIES_PER_QUERY + 1)
     if len(rows) > MAX_SERIES_PER_QUERY:
         raise QueryError(
@@ -306,17 +309,8 @@ def latest(
         " LEFT JOIN readings r ON r.series_id = s.id"
         " AND r.ts = (SELECT max(ts) FROM readings WHERE series_id = s.id)"
     )
-    where: list[str] = []
-    params: list[object] = []
-    if sensor is not None:
-        where.append("s.sensor_id = ?")
-        params.append(sensor)
-    if metric is not None:
-        where.append("s.metric = ?")
-        params.append(metric)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY s.sensor_id, s.metric, s.id LIMIT ?"
+    where, params = _series_filter(sensor, metric, "s.")
+    sql += f"{where} ORDER BY s.sensor_id, s.metric, s.id LIMIT ?"
     params.append(MAX_SERIES_PER_QUERY + 1)
     rows = conn.execute(sql, params).fetchall()
     if len(rows) > MAX_SERIES_PER_QUERY:
