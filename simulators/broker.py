@@ -9,6 +9,7 @@ must not import). Every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -90,6 +91,9 @@ class PrivateBroker:
 
     def config_text(self) -> str:
         return (
+            # Run as root, Mosquitto drops to user "mosquitto", which cannot write its
+            # persistence file or log into a private directory: stay the invoking user.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} {LOOPBACK}\n"
             "allow_anonymous true\n"
             "persistence true\n"
@@ -112,7 +116,7 @@ class PrivateBroker:
                 "`sudo apt-get install mosquitto`"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(self.config_text())
+        self.write_conf()
         self.proc = subprocess.Popen(
             [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -123,6 +127,15 @@ class PrivateBroker:
             self.stop()
             log = self.log.read_text(errors="replace")[-500:] if self.log.exists() else ""
             raise SimError(f"mosquitto did not start on port {self.port}: {err.decode()}{log}")
+
+    def write_conf(self) -> None:
+        """Write :meth:`config_text` to ``conf`` (start calls it)."""
+        self.conf.write_text(self.config_text())
+
+    def restart(self) -> None:
+        """Clean stop and start on the same port (sessions survive: persistence is on)."""
+        self.stop()
+        self.start()
 
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

@@ -4,11 +4,8 @@ and small MQTT/SQLite utilities. Only loopback addresses; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,14 +15,12 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-HOST = "127.0.0.1"
+from simulators.broker import LOOPBACK as HOST
+from simulators.broker import PrivateBroker, find_mosquitto
+from simulators.broker import free_port as free_port  # re-exported for tests
+from simulators.errors import SimError
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+MOSQUITTO = find_mosquitto() or "/usr/sbin/mosquitto"
 
 
 def wait_for(
@@ -40,79 +35,23 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
-        return True
-    return False
+class Broker(PrivateBroker):
+    """A private Mosquitto with persistence in ``workdir`` (the simulator's
+    :class:`PrivateBroker`, saving every second); can be stopped and restarted on the
+    same port — sessions and queued messages survive a clean restart."""
 
+    def config_text(self) -> str:
+        return super().config_text().replace("autosave_interval 5\n", "autosave_interval 1\n")
 
-class Broker:
-    """A private Mosquitto with persistence in ``workdir``; can be stopped, killed and
-    restarted on the same port (sessions and queued messages survive a clean restart)."""
-
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.extra_conf = extra_conf
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.conf = self.workdir / "mosquitto.conf"
-        self.log = self.workdir / "mosquitto.log"
-
-    def write_conf(self) -> None:
-        self.conf.write_text(
-            # Run as root, Mosquitto drops to user "mosquitto", which cannot write its
-            # persistence file into our private temp dir: stay the invoking user.
-            f"user {getpass.getuser()}\n"
-            f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir}/\n"
-            "autosave_interval 1\n"
-            "max_inflight_messages 1000\n"
-            "max_queued_messages 1000000\n"
-            "max_queued_bytes 0\n"
-            f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            f"{self.extra_conf}\n"
-        )
-
-    def start(self) -> None:
-        self.write_conf()
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+    def start(self, timeout: float = 10.0) -> None:
         try:
-            wait_for(lambda: port_open(self.port), 10, what=f"mosquitto on port {self.port}")
-        except AssertionError:
-            err = (
-                self.proc.stderr.read().decode()
-                if self.proc.poll() is not None and self.proc.stderr
-                else ""
-            )
-            raise AssertionError(f"mosquitto did not start: {err}") from None
-
-    def stop(self) -> None:
-        """Clean stop: Mosquitto saves its persistence file."""
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+            super().start(timeout)
+        except SimError as exc:
+            raise AssertionError(str(exc)) from None
 
     def __enter__(self) -> Broker:
         self.start()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def write_config(

@@ -44,13 +44,12 @@ def test_tls_client_certificate_and_password(tmp_path: Path) -> None:
     passwd.write_text("")
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gw", "s3cret"], check=True, timeout=30)
     passwd.chmod(0o600)
-    plain_port = free_port()
-    broker = Broker(tmp_path / "mosquitto", extra_conf="")
-    tls_port = broker.port
+    tls_port = free_port()
+    broker = Broker(tmp_path / "mosquitto")  # its own port is the plain listener: readiness probe
+    plain_port = broker.port
     # per_listener_settings: the TLS listener needs a client certificate AND a password;
     # a second, anonymous loopback listener is for the test's publisher.
-    broker.extra_conf = ""
-    broker.write_conf = lambda: broker.conf.write_text(  # type: ignore[method-assign]
+    broker.config_text = lambda: (  # type: ignore[method-assign]
         f"""
 user {getpass.getuser()}
 per_listener_settings true
