@@ -24,13 +24,26 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
+def proc_status_kb(field: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` memory field (``VmHWM``, ``VmRSS``) in KiB; 0 if absent."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def vmhwm_kb() -> int:
     """Peak resident set size of this process (``VmHWM``), in KiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    return proc_status_kb("VmHWM")
+
+
+def vmrss_kb() -> int:
+    """Current resident set size of this process (``VmRSS``), in KiB."""
+    return proc_status_kb("VmRSS")
 
 
 def event_loop_factory() -> Any:

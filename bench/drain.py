@@ -7,9 +7,9 @@
    readings committed and acknowledged; then the row count is checked in SQLite);
 4. delete the session, so later runs don't queue messages for it.
 
-Every run uses its own topic prefix and client id. Peak RSS comes from the
-subscriber's ``VmHWM`` (or, for ``mosquitto_sub``, the kernel's ``ru_maxrss`` of the
-child — the same figure).
+Every run uses its own topic prefix and client id. Peak RSS is the subscriber's
+``VmHWM`` (read by the Python subscribers themselves at the end; polled from
+``/proc/<pid>/status`` for ``mosquitto_sub``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.baselines import proc_status_kb
 from bench.broker import HOST, BenchBroker
 from bench.mqttwire import create_session, delete_session, publish_backlog
 from bench.workload import Scenario
@@ -133,20 +134,35 @@ def tidegate_client_ids(client_id: str, options: TidegateOptions) -> list[str]:
 
 def _run_child(
     cmd: list[str], timeout: float, stdout_file: Path
-) -> tuple[int, Any, float, float, str]:
-    """Run ``cmd``; returns (exit code, rusage, started, ended, stdout text)."""
+) -> tuple[int, int, Any, float, float, str]:
+    """Run ``cmd``; returns (exit code, peak RSS KiB, rusage, started, ended, stdout)."""
     with open(stdout_file, "wb") as out, open(stdout_file.with_suffix(".err"), "wb") as err:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
+        # ru_maxrss would include the forked bench process before exec: poll VmHWM.
+        peak = [0]
+        poller = threading.Thread(target=_poll_hwm, args=(proc.pid, peak), daemon=True)
+        poller.start()
         try:
             _pid, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
         ended = time.monotonic()
+        poller.join(1)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage, started, ended, stdout_file.read_text()
+    return proc.returncode, peak[0], usage, started, ended, stdout_file.read_text()
+
+
+def _poll_hwm(pid: int, peak: list[int]) -> None:
+    """Keep the child's VmHWM (KiB) in ``peak[0]`` until it exits."""
+    while True:
+        hwm = proc_status_kb("VmHWM", pid)
+        if not hwm:
+            return
+        peak[0] = max(peak[0], hwm)
+        time.sleep(0.02)
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -232,10 +248,10 @@ def _drain(
     if subscriber == "mosquitto_sub":
         cmd = [MOSQUITTO_SUB, "-h", HOST, "-p", port, "-i", client_id, "-c", "-q", "1"]
         cmd += ["-t", f"{prefix}/#", "-C", str(n)]
-        code, usage, started, ended, out = _run_child(cmd, timeout, rundir / "out.txt")
+        code, peak, usage, started, ended, out = _run_child(cmd, timeout, rundir / "out.txt")
         result.ok = code == 0
         result.seconds = ended - started
-        result.rss_kb = int(usage.ru_maxrss)
+        result.rss_kb = peak
         result.cpu_s = usage.ru_utime + usage.ru_stime
         result.readings = 0
         result.detail = "" if result.ok else f"exit {code}"
@@ -262,7 +278,7 @@ def _drain(
             ]
     else:
         raise ValueError(f"unknown subscriber {subscriber!r}")
-    code, usage, _started, _ended, out = _run_child(cmd, timeout, rundir / "out.txt")
+    code, peak, usage, _started, _ended, out = _run_child(cmd, timeout, rundir / "out.txt")
     try:
         data = _last_json(out)
     except ValueError:
@@ -270,7 +286,7 @@ def _drain(
         result.detail = f"exit {code}, no result: {err}"
         return result
     result.seconds = float(data["t_done"]) - float(data["t_start"])
-    result.rss_kb = int(data.get("vmhwm_kb") or usage.ru_maxrss)
+    result.rss_kb = int(data.get("vmhwm_kb") or peak)
     result.cpu_s = float(data.get("cpu_s", 0.0))
     skip = ("t_start", "t_done", "vmhwm_kb", "cpu_s")
     result.extra = {k: v for k, v in data.items() if k not in skip}

@@ -26,11 +26,13 @@ from bench.mqttwire import publish_paced
 from bench.workload import Scenario
 
 SENSORS = 1000
-LATENCY_SCENARIO = Scenario("latency", "1 reading / JSON message, 1,000 sensors", 1, SENSORS)
+LATENCY_SCENARIO = Scenario("latency", "1 reading / JSON message", 1, SENSORS)
 
 
 @dataclass
 class LatencyResult:
+    name: str
+    sensors: int
     rate_requested: float
     rate_achieved: float
     seconds: float
@@ -46,7 +48,7 @@ class LatencyResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _simulator_available() -> bool:
+def simulator_available() -> bool:
     try:
         import simulators.cli  # noqa: F401
     except ImportError:
@@ -67,9 +69,11 @@ def _count(db: Path) -> int:
         return 0
 
 
-def _publish_simulator(port: int, prefix: str, rate: float, duration: float) -> tuple[int, float]:
+def _publish_simulator(
+    port: int, prefix: str, rate: float, duration: float, sensors: int
+) -> tuple[int, float]:
     cmd = [sys.executable, "-m", "simulators", "run", "--host", HOST, "--port", str(port)]
-    cmd += ["--sensors", str(SENSORS), "--rate", f"{rate / SENSORS:.6f}"]
+    cmd += ["--sensors", str(sensors), "--rate", f"{rate / sensors:.6f}"]
     cmd += ["--duration", str(duration), "--connections", "1", "--format", "json-reading"]
     cmd += ["--metrics", "temperature", "--topic", f"{prefix}/{{sensor_id}}/{{metric}}"]
     cmd += ["--jitter", "0", "--quiet", "--json", "--no-progress"]
@@ -80,10 +84,12 @@ def _publish_simulator(port: int, prefix: str, rate: float, duration: float) -> 
     return int(summary["totals"]["messages_acked"]), float(summary["rate"]["messages_per_s"])
 
 
-def _publish_own(port: int, prefix: str, rate: float, duration: float) -> tuple[int, float]:
+def _publish_own(
+    port: int, prefix: str, rate: float, duration: float, sensors: int
+) -> tuple[int, float]:
     def make(i: int) -> tuple[str, bytes]:
         now_ms = int(time.time() * 1000)
-        return f"{prefix}/s{i % SENSORS}/temperature", b'{"value":%d.5,"ts":%d}' % (i % 50, now_ms)
+        return f"{prefix}/s{i % sensors}/temperature", b'{"value":%d.5,"ts":%d}' % (i % 50, now_ms)
 
     started = time.monotonic()
     sent = publish_paced(port, make, rate, duration, client_id=f"pace-{os.getpid()}")
@@ -91,22 +97,31 @@ def _publish_own(port: int, prefix: str, rate: float, duration: float) -> tuple[
 
 
 def measure_latency(
-    broker: BenchBroker, workdir: Path, rate: float, duration: float, timeout: float = 120
+    broker: BenchBroker,
+    workdir: Path,
+    rate: float,
+    duration: float,
+    *,
+    name: str = "",
+    publisher: str = "own",
+    sensors: int = SENSORS,
+    timeout: float = 120,
 ) -> LatencyResult:
-    """Run tidegate at ``rate`` messages/s for ``duration`` seconds (see module docstring)."""
+    """Run tidegate at ``rate`` messages/s for ``duration`` seconds from ``sensors``
+    sensors; ``publisher`` is ``own`` or ``sim`` (see the module docstring)."""
     rundir = workdir / f"latency-{os.getpid()}-{int(time.monotonic() * 1000)}"
     rundir.mkdir(parents=True)
     db = rundir / "data.db"
-    prefix = f"bench/lat{os.getpid()}"
+    prefix = f"bench/lat{os.getpid()}x{int(time.monotonic() * 1000)}"
     settings = tidegate_settings(
         broker, LATENCY_SCENARIO, prefix, f"lat-{os.getpid()}", db, TidegateOptions()
     )
     cmd = [sys.executable, "-m", "bench.tidegate_sub", "--settings", json.dumps(settings)]
     cmd.append("latency")
-    use_sim = _simulator_available()
+    use_sim = publisher == "sim" and simulator_available()
     err_file = open(rundir / "gateway.err", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True)
-    result = LatencyResult(rate, 0.0, duration, 0, 0, 0, 0, 0, 0, "", False)
+    result = LatencyResult(name, sensors, rate, 0.0, duration, 0, 0, 0, 0, 0, 0, "", False)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -115,10 +130,10 @@ def measure_latency(
             return result
         if use_sim:
             result.publisher = "tidegate-sim run"
-            sent, achieved = _publish_simulator(broker.port, prefix, rate, duration)
+            sent, achieved = _publish_simulator(broker.port, prefix, rate, duration, sensors)
         else:
             result.publisher = "bench paced publisher"
-            sent, achieved = _publish_own(broker.port, prefix, rate, duration)
+            sent, achieved = _publish_own(broker.port, prefix, rate, duration, sensors)
         result.sent = sent
         result.rate_achieved = achieved
         deadline = time.monotonic() + timeout

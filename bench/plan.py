@@ -39,6 +39,8 @@ class Plan:
     latency_s: float
     codecs_quick: bool
     latency_rate_cap: float = 1e9
+    fleet_sensors: int = 10_000
+    """Sensors of the simulated fleet (1 Hz each) in the second latency run."""
     skip: frozenset[str] = field(default_factory=frozenset)
 
     def n(self, scenario: str, subscriber: str) -> int:
@@ -60,5 +62,6 @@ TINY = Plan(
     latency_s=2,
     codecs_quick=True,
     latency_rate_cap=500,
+    fleet_sensors=200,
 )
 PLANS = {plan.name: plan for plan in (FULL, QUICK, TINY)}

@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from bench.baselines import event_loop_factory, vmhwm_kb
+from bench.baselines import event_loop_factory, vmhwm_kb, vmrss_kb
 from gateway.app import Gateway, install_signal_handlers
 from gateway.config import Settings
 from gateway.models import DeadLetter, Reading
@@ -119,13 +119,22 @@ async def latency(settings: Settings) -> dict[str, Any]:
             gc_pauses.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
 
     gc.callbacks.append(on_gc)
+    rss_mb: list[float] = []
+
+    async def sample_rss() -> None:
+        while True:
+            rss_mb.append(round(vmrss_kb() / 1024, 1))
+            await asyncio.sleep(1)
+
     task = asyncio.create_task(gateway.run())
+    sampler = asyncio.create_task(sample_rss())
     await asyncio.wait_for(gateway.started.wait(), 30)
     if not await gateway.source.wait_connected(30):
         raise SystemExit("gateway did not connect")
     sys.stdout.write("READY\n")
     sys.stdout.flush()
     clean = await task
+    sampler.cancel()
     ordered = sorted(samples)
 
     def pct(q: float) -> float:
@@ -139,6 +148,7 @@ async def latency(settings: Settings) -> dict[str, Any]:
         "max_ms": ordered[-1] if ordered else 0.0,
         # (worst latency ms, write ms, readings, commit wall-clock ms) of the 8 worst batches
         "worst_batches": sorted(worst, reverse=True)[:8],
+        "rss_mb_each_s": rss_mb,
         "gc": {
             g: [
                 sum(1 for gg, _ in gc_pauses if gg == g),
