@@ -112,9 +112,10 @@ def measure_latency(
     rundir = workdir / f"latency-{os.getpid()}-{int(time.monotonic() * 1000)}"
     rundir.mkdir(parents=True)
     db = rundir / "data.db"
-    prefix = f"bench/lat{os.getpid()}x{int(time.monotonic() * 1000)}"
+    run_id = f"{os.getpid()}x{int(time.monotonic() * 1000)}"
+    prefix = f"bench/lat{run_id}"
     settings = tidegate_settings(
-        broker, LATENCY_SCENARIO, prefix, f"lat-{os.getpid()}", db, TidegateOptions()
+        broker, LATENCY_SCENARIO, prefix, f"lat-{run_id}", db, TidegateOptions()
     )
     cmd = [sys.executable, "-m", "bench.tidegate_sub", "--settings", json.dumps(settings)]
     cmd.append("latency")

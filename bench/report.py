@@ -200,11 +200,16 @@ def targets(data: dict[str, Any]) -> list[dict[str, str]]:
     for lat in data.get("latency") or []:
         if not lat["ok"]:
             continue
-        if lat["publisher"] != "tidegate-sim run":
-            ok = lat["p99_ms"] <= 100
+        p99 = f"{lat['p99_ms']:.1f} ms"
+        if lat["name"].startswith("half"):
             add(
-                "p99 publish→commit at half the max rate", "≤ 100 ms", f"{lat['p99_ms']:.1f} ms", ok
+                "p99 publish→commit at half the max drain rate",
+                "≤ 100 ms",
+                p99,
+                lat["p99_ms"] <= 100,
             )
+        elif lat["name"].startswith("quarter"):
+            add("p99 publish→commit at a quarter of the max drain rate", "report", p99, None)
         else:
             ok = lat["rss_kb"] / 1024 <= 80
             add(

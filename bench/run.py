@@ -57,10 +57,14 @@ def _drains(
     variants: list[tuple[str, str, TidegateOptions | None]],
     plan: Plan,
     workdir: Path,
+    bare: list[float] | None = None,
 ) -> dict[str, list[RunResult]]:
-    """Run every variant ``plan.runs`` times, interleaved; results by label."""
+    """Run every variant ``plan.runs`` times, interleaved; results by label. With
+    ``bare``, each round also times a bare executemany of the scenario (appended)."""
     results: dict[str, list[RunResult]] = {label: [] for label, _s, _o in variants}
     for run in range(plan.runs):
+        if bare is not None:
+            bare.append(_bare_once(plan, scenario, workdir, run))
         for label, subscriber, options in variants:
             n = plan.n(scenario.name, subscriber)
             result = drain_once(broker, scenario, subscriber, n, workdir, options, label=label)
@@ -117,9 +121,12 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
                     (sub, sub, None) for sub in SUBSCRIBERS
                 ]
                 for scenario in _scenarios(scenarios):
-                    results = _drains(broker, scenario, variants, plan, workdir)
+                    bare: list[float] | None = [] if "storage" in parts else None
+                    results = _drains(broker, scenario, variants, plan, workdir, bare)
                     for runs in results.values():
                         data["drains"].append(summarize(runs))
+                    if bare:
+                        data["storage"].append(_storage_row(plan, scenario, bare))
                     _cleanup(workdir)
         if "default" in parts and (scenarios is None or ONE.name in scenarios):
             with BenchBroker(workdir / "broker-default", "default") as broker:
@@ -140,8 +147,6 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
                 "tidegate",
             ):
                 tidegate_max = row["msgs_per_s"]
-        if "storage" in parts:
-            data["storage"] = _storage(plan, scenarios, workdir)
         if "latency" in parts:
             data["latency"] = _latency(plan, tidegate_max, workdir)
         if "query" in parts:
@@ -172,16 +177,20 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
 
 
 def _latency(plan: Plan, tidegate_max: float, workdir: Path) -> list[dict[str, Any]]:
-    """Half of tidegate's measured maximum (bench publisher), then a simulated fleet of
-    ``plan.fleet_sensors`` sensors at 1 Hz (tidegate-sim), each for ``plan.latency_s``."""
+    """Half and a quarter of tidegate's measured drain maximum (bench publisher, 1,000
+    sensors), then a simulated fleet of ``plan.fleet_sensors`` sensors at 1 Hz
+    (tidegate-sim), each for ``plan.latency_s``."""
     out = []
-    half = min(plan.latency_rate_cap, tidegate_max / 2 if tidegate_max else 5000.0)
-    runs = [("half of max drain rate", half, "own", 1000)]
+    top = tidegate_max if tidegate_max else 10_000.0
+    runs = [
+        ("half of max drain rate", min(plan.latency_rate_cap, top / 2), "own", 1000),
+        ("quarter of max drain rate", min(plan.latency_rate_cap, top / 4), "own", 1000),
+    ]
     if simulator_available():
         fleet = plan.fleet_sensors
         runs.append((f"{fleet:,} sensors at 1 Hz (tidegate-sim)", float(fleet), "sim", fleet))
     for name, rate, publisher, sensors in runs:
-        with BenchBroker(workdir / f"broker-latency-{publisher}", "tuned") as broker:
+        with BenchBroker(workdir / f"broker-latency-{len(out)}", "tuned") as broker:
             _log(f"latency: {name}: {rate:,.0f} msg/s for {plan.latency_s:.0f} s")
             lat = measure_latency(
                 broker,
@@ -207,25 +216,26 @@ def _cleanup(workdir: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def _storage(plan: Plan, scenarios: set[str] | None, workdir: Path) -> list[dict[str, Any]]:
-    out = []
-    batch = PipelineConfig().batch_size
-    for scenario in _scenarios(scenarios):
-        n = plan.n(scenario.name, "tidegate")
-        rows = scenario_rows(scenario, n, scenario.default_base_ms(n))
-        series = scenario.sensors * (10 if scenario.readings_per_message > 1 else 1)
-        rates = []
-        for i in range(plan.runs):
-            db = workdir / f"bare-{scenario.name}-{i}.db"
-            rates.append(bare_executemany(db, rows, batch, series))
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
-        rate = statistics.median(rates)
-        _log(f"bare executemany {scenario.name}: {rate:,.0f} rows/s (batch {batch})")
-        out.append(
-            {"scenario": scenario.name, "rows": len(rows), "batch": batch, "rows_per_s": rate}
-        )
-    return out
+def _bare_once(plan: Plan, scenario: Scenario, workdir: Path, run: int) -> float:
+    n = plan.n(scenario.name, "tidegate")
+    rows = scenario_rows(scenario, n, scenario.default_base_ms(n))
+    series = scenario.sensors * (10 if scenario.readings_per_message > 1 else 1)
+    db = workdir / f"bare-{scenario.name}-{run}.db"
+    rate = bare_executemany(db, rows, PipelineConfig().batch_size, series)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _log(f"bare executemany {scenario.name} run {run + 1}/{plan.runs}: {rate:,.0f} rows/s")
+    return rate
+
+
+def _storage_row(plan: Plan, scenario: Scenario, rates: list[float]) -> dict[str, Any]:
+    return {
+        "scenario": scenario.name,
+        "rows": plan.n(scenario.name, "tidegate") * scenario.readings_per_message,
+        "batch": PipelineConfig().batch_size,
+        "rows_per_s": statistics.median(rates),
+        "all": rates,
+    }
 
 
 def _codecs(plan: Plan) -> list[dict[str, Any]]:
