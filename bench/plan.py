@@ -51,7 +51,7 @@ FULL = Plan(
     "full", runs=3, scale=1.0, min_n=1, query_rows=10_000_000, latency_s=20, codecs_quick=False
 )
 QUICK = Plan(
-    "quick", runs=1, scale=0.1, min_n=60, query_rows=1_000_000, latency_s=5, codecs_quick=True
+    "quick", runs=1, scale=0.2, min_n=60, query_rows=1_000_000, latency_s=5, codecs_quick=True
 )
 TINY = Plan(
     "tiny",

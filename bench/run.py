@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import machine, querydb, report
 from bench.broker import BenchBroker
-from bench.drain import SUBSCRIBERS, RunResult, TidegateOptions, drain_once
+from bench.drain import MOSQUITTO_SUB, SUBSCRIBERS, RunResult, TidegateOptions, drain_once
 from bench.latency import measure_latency, simulator_available
 from bench.plan import PLANS, Plan
 from bench.storage import bare_executemany, scenario_rows
@@ -118,7 +118,7 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
         if "drain" in parts:
             with BenchBroker(workdir / "broker-tuned", "tuned") as broker:
                 variants: list[tuple[str, str, TidegateOptions | None]] = [
-                    (sub, sub, None) for sub in SUBSCRIBERS
+                    (sub, sub, None) for sub in _available(SUBSCRIBERS)
                 ]
                 for scenario in _scenarios(scenarios):
                     bare: list[float] | None = [] if "storage" in parts else None
@@ -131,11 +131,11 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
         if "default" in parts and (scenarios is None or ONE.name in scenarios):
             with BenchBroker(workdir / "broker-default", "default") as broker:
                 variants = [
-                    ("mosquitto_sub", "mosquitto_sub", None),
-                    ("aiomqtt", "aiomqtt", None),
-                    ("tidegate", "tidegate", None),
-                    ("tidegate 2 conn $share", "tidegate", TidegateOptions(connections=2)),
+                    (sub, sub, None) for sub in _available(("mosquitto_sub", "aiomqtt", "tidegate"))
                 ]
+                variants.append(
+                    ("tidegate 2 conn $share", "tidegate", TidegateOptions(connections=2))
+                )
                 results = _drains(broker, ONE, variants, plan, workdir)
                 for runs in results.values():
                     data["drains"].append(summarize(runs))
@@ -214,6 +214,14 @@ def _cleanup(workdir: Path) -> None:
     for child in workdir.iterdir():
         if child.is_dir() and not child.name.startswith("broker-"):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def _available(subscribers: tuple[str, ...]) -> list[str]:
+    """``subscribers`` minus ``mosquitto_sub`` when the mosquitto-clients package is missing."""
+    if Path(MOSQUITTO_SUB).exists():
+        return list(subscribers)
+    _log("mosquitto_sub not found (apt-get install mosquitto-clients): that baseline is skipped")
+    return [s for s in subscribers if s != "mosquitto_sub"]
 
 
 def _bare_once(plan: Plan, scenario: Scenario, workdir: Path, run: int) -> float:
