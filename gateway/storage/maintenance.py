@@ -327,6 +327,7 @@ class Maintenance:
         would copy the whole WAL inside a commit and stall ingestion) need not fire.
         The writer's connection only copies the tail written during the bulk copy."""
         conn: sqlite3.Connection | None = None
+        running: asyncio.Future[tuple[int, int]] | None = None
         last = time.monotonic()
         try:
             while True:
@@ -338,7 +339,11 @@ class Maintenance:
                 try:
                     if conn is None:
                         conn = await asyncio.to_thread(wear.open_checkpointer, self.sink.path)
-                    frames, done = await asyncio.to_thread(wear.checkpoint, conn)
+                    # Shielded, and awaited again below: cancelling an await does not
+                    # stop the thread, and closing the connection under a running
+                    # checkpoint crashes inside libsqlite3.
+                    running = asyncio.ensure_future(asyncio.to_thread(wear.checkpoint, conn))
+                    frames, done = await asyncio.shield(running)
                     if done < frames:
                         # Under steady writes the bulk copy never quite catches up, so
                         # the WAL could never restart from its beginning; the frames
@@ -349,7 +354,9 @@ class Maintenance:
                 except (sqlite3.Error, OSError) as exc:
                     self._log_once(convert_sqlite_error(exc, "WAL checkpoint"))
         finally:
-            if conn is not None:
+            if running is not None and not running.done():
+                await asyncio.wait({running}, timeout=30)
+            if conn is not None and (running is None or running.done()):
                 conn.close()
 
 
