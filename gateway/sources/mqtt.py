@@ -27,6 +27,7 @@ import random
 import ssl
 from collections import deque
 from functools import partial
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -51,37 +52,35 @@ def build_client(config: MqttConfig, client_id: str) -> aiomqtt.Client:
             keyfile=str(config.tls.key) if config.tls.key else None,
             cert_reqs=ssl.CERT_NONE if config.tls.insecure else ssl.CERT_REQUIRED,
         )
-    password = config.password.get_secret_value() if config.password else None
+    common: dict[str, Any] = {
+        "identifier": client_id,
+        "username": config.username,
+        "password": config.password.get_secret_value() if config.password else None,
+        "keepalive": config.keepalive,
+        "tls_params": tls_params,
+        "tls_insecure": config.tls.insecure if tls_params else None,
+        "timeout": config.connect_timeout_s,
+    }
     if config.protocol == "5":
+        # MQTT 5: clean_start must be False explicitly (the default "first only" wipes
+        # the session on every reconnect of a reused client) plus a session expiry.
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = config.session_expiry_s
         props.ReceiveMaximum = config.receive_maximum
         return aiomqtt.Client(
             config.host,
             config.port,
-            identifier=client_id,
-            username=config.username,
-            password=password,
-            keepalive=config.keepalive,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=props,
-            tls_params=tls_params,
-            tls_insecure=config.tls.insecure if tls_params else None,
-            timeout=config.connect_timeout_s,
+            **common,
         )
     return aiomqtt.Client(
         config.host,
         config.port,
-        identifier=client_id,
-        username=config.username,
-        password=password,
-        keepalive=config.keepalive,
         protocol=aiomqtt.ProtocolVersion.V311,
         clean_session=False,
-        tls_params=tls_params,
-        tls_insecure=config.tls.insecure if tls_params else None,
-        timeout=config.connect_timeout_s,
+        **common,
     )
 
 
