@@ -69,6 +69,21 @@ class Gateway:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
         self._stop.set()
 
+    async def _drain(self, timeout: float) -> bool:
+        """Stop reading, then commit and ack what was received — all within ``timeout``.
+
+        While writes keep failing (a full disk), readers wait forever for queue room and
+        the writer retries forever; the deadline bounds both, and whatever is left stays
+        unacked at the broker, which redelivers it on the next start.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self.source.stop_reading(), timeout)
+        except TimeoutError:
+            log.warning("shutdown: readers still waiting for queue room after %.1fs", timeout)
+        return await self.pipeline.stop(max(0.1, deadline - loop.time()))
+
     async def run(self) -> bool:
         """Run until :meth:`request_stop`. Returns True when the shutdown drained cleanly."""
         await self.lifecycle.open()
@@ -86,8 +101,7 @@ class Gateway:
             )
             await self._stop.wait()
             log.info("shutting down: stop reading, drain, commit, ack, disconnect")
-            await self.source.stop_reading()
-            clean = await self.pipeline.stop(self.settings.pipeline.shutdown_timeout_s)
+            clean = await self._drain(self.settings.pipeline.shutdown_timeout_s)
             await self.source.close()
             for task in service_tasks:
                 task.cancel()

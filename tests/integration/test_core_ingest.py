@@ -253,3 +253,42 @@ async def test_read_commands(broker: Broker, tmp_path: Path, running_factory) ->
     assert out.returncode == 0 and "readings      50" in out.stdout
     out = cli("stats", "--db", str(tmp_path / "missing.db"))
     assert out.returncode == 1 and "not found" in out.stderr
+
+
+async def test_shutdown_is_bounded_while_writes_keep_failing(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """SIGTERM during a storage outage (disk full): the gateway still exits within its
+    shutdown timeout, acks nothing it did not commit, and the broker redelivers it all."""
+    from gateway.sinks.memory import MemorySink
+
+    env = {"TIDEGATE_PIPELINE__QUEUE_SIZE": "5", "TIDEGATE_PIPELINE__SHUTDOWN_TIMEOUT_S": "2",
+           "TIDEGATE_PIPELINE__RETRY_MAX_S": "0.2"}  # fmt: skip
+    settings = settings_for(tmp_path, broker, "outage", env=env)
+    running = await run_gateway(settings)
+    failing = MemorySink()
+    failing.fail_next = 10**9  # every write fails, like a full disk
+    running.gateway.pipeline.sink = failing
+    now_ms = int(time.time() * 1000) - 5000
+    messages = [
+        (f"sensors/o{i % 3}/t", json.dumps({"value": i, "ts": now_ms + i}).encode())
+        for i in range(60)
+    ]
+    await publish(broker.port, messages, client_id="pub-outage")
+    metrics = running.gateway.metrics
+    deadline = time.monotonic() + 20
+    while metrics.write_errors < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert metrics.write_errors >= 3
+    started = time.monotonic()
+    running.gateway.request_stop()
+    clean = await asyncio.wait_for(running.task, 25)
+    assert clean is False  # could not commit: said so instead of hanging
+    assert time.monotonic() - started < 15
+    assert metrics.acks_sent == 0 and failing.readings == {}
+    # Nothing was acked, so the broker hands everything to the next run.
+    again = await run_gateway(settings)
+    db = settings.storage.path
+    await wait_db(db, lambda: count(db) >= 60)
+    assert await again.stop()
+    assert count(db) == 60
