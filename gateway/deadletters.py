@@ -17,7 +17,6 @@ time, as they would have then.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 from gateway.errors import QueryError, StorageError
 from gateway.models import Reading
 from gateway.router import Router
-from gateway.sinks.sqlite import convert_sqlite_error, tags_to_text
+from gateway.sinks.sqlite import BatchWriter, convert_sqlite_error
 from gateway.storage.rollups import LateDataTracker
 
 REPLAY_CHUNK = 200
@@ -203,31 +202,14 @@ def get(conn: sqlite3.Connection, ident: int) -> DeadLetterRow:
     return _row(values)
 
 
-def insert_readings(conn: sqlite3.Connection, readings: Sequence[Reading]) -> int:
-    """Insert ``readings`` (series created as needed) inside the caller's transaction;
-    returns how many were new. Mirrors :class:`gateway.sinks.sqlite.BatchWriter`."""
-    if not readings:
-        return 0
-    keys = {(r.sensor_id, r.metric, r.unit or "", tags_to_text(r.tags)) for r in readings}
-    now_ms = int(time.time() * 1000)
-    conn.executemany(
-        "INSERT OR IGNORE INTO series (sensor_id, metric, unit, tags, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(*key, now_ms) for key in keys],
-    )
-    lookup = "SELECT id FROM series WHERE sensor_id = ? AND metric = ? AND unit = ? AND tags = ?"
-    ids = {key: int(conn.execute(lookup, key).fetchone()[0]) for key in keys}
-    rows = sorted(
-        (ids[(r.sensor_id, r.metric, r.unit or "", tags_to_text(r.tags))], r.ts_ms, r.value)
-        for r in readings
-    )
-    cursor = conn.executemany(
-        "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES (?, ?, ?)", rows
-    )
-    # Replayed readings are usually older than the rollups' watermark: mark their
-    # buckets for recomputation, in this transaction, as the gateway's writer does.
-    LateDataTracker()(conn, rows)
-    return int(cursor.rowcount)
+def _replay_writer() -> BatchWriter:
+    """The gateway's own batch insert (series resolution, sorted multi-row insert), with
+    rollup late-data tracking: replayed readings are usually older than the rollups'
+    watermark, so their buckets are marked for recomputation in the same transaction,
+    as the gateway's writer does."""
+    writer = BatchWriter(dead_letter_max_payload=0, dead_letter_max_rows=1, cache_size=10_000)
+    writer.after_insert = LateDataTracker()
+    return writer
 
 
 def replay(
@@ -245,6 +227,7 @@ def replay(
     where, params = selection.where()
     sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE id > ? AND ({where}) ORDER BY id LIMIT ?"
     last_id = 0
+    writer = _replay_writer()
     try:
         while True:
             conn.execute("BEGIN IMMEDIATE")
@@ -279,12 +262,14 @@ def replay(
                 if dry_run:
                     conn.execute("ROLLBACK")
                     continue
-                result.stored += insert_readings(conn, readings)
+                stored, _attempted, new_series = writer.insert(conn, readings)
+                result.stored += stored
                 conn.executemany("DELETE FROM dead_letters WHERE id = ?", removed)
                 conn.executemany(
                     "UPDATE dead_letters SET reason = ?, subscription = ? WHERE id = ?", updated
                 )
                 conn.execute("COMMIT")
+                writer.remember(new_series)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -179,6 +179,44 @@ class BatchWriter:
             found[key] = conn.execute(lookup, (s, m, u, t)).fetchone()[0]
         return found
 
+    def insert(
+        self, conn: sqlite3.Connection, readings: Sequence[Reading]
+    ) -> tuple[int, int, dict[SeriesKey, int]]:
+        """Insert ``readings`` inside the caller's open transaction: resolve (and create)
+        their series, insert sorted rows, run :attr:`after_insert`. Returns
+        ``(stored, attempted, new_series)``; pass ``new_series`` to :meth:`remember`
+        once the transaction committed."""
+        cache = self.series_ids
+        # map()/zip() over itemgetters: the per-reading work runs in C, not in a Python
+        # loop (this runs with the GIL held, competing with the decoder).
+        keys: list[SeriesKey] = list(map(_series_key, readings))
+        ids: list[int | None] = list(map(cache.get, keys))
+        fresh: dict[SeriesKey, int] = {}
+        if None in ids:
+            new_keys = list(dict.fromkeys(k for k, i in zip(keys, ids, strict=True) if i is None))
+            fresh = self._resolve_new(conn, new_keys)
+            ids = [fresh[k] if i is None else i for k, i in zip(keys, ids, strict=True)]
+        resolved = cast(list[int], ids)  # every None was replaced from fresh above
+        rows: list[tuple[int, int, float]] = list(
+            zip(resolved, map(_ts_of, readings), map(_value_of, readings), strict=True)
+        )
+        # Grouped by series, each B-tree page is touched once per batch. Sorting on
+        # the series id alone is stable (arrival order, normally time order, within
+        # a series) and about twice as fast as comparing whole tuples.
+        rows.sort(key=_series_of)
+        stored = insert_rows(conn, rows)
+        if self.after_insert is not None and rows:
+            self.after_insert(conn, rows)
+        return stored, len(rows), fresh
+
+    def remember(self, fresh: dict[SeriesKey, int]) -> None:
+        """Add committed new series to the bounded cache."""
+        cache = self.series_ids
+        for key, series_id in fresh.items():
+            cache[key] = series_id
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
+
     def write(
         self,
         conn: sqlite3.Connection,
@@ -186,30 +224,9 @@ class BatchWriter:
         dead_letters: Sequence[DeadLetter],
     ) -> WriteResult:
         """Commit ``readings`` and ``dead_letters`` in one transaction."""
-        cache = self.series_ids
-        # map()/zip() over itemgetters: the per-reading work runs in C, not in a Python
-        # loop (this runs with the GIL held, competing with the decoder).
-        keys: list[SeriesKey] = list(map(_series_key, readings))
-        ids: list[int | None] = list(map(cache.get, keys))
-        new_keys: list[SeriesKey] = []
-        if None in ids:
-            new_keys = list(dict.fromkeys(k for k, i in zip(keys, ids, strict=True) if i is None))
         conn.execute("BEGIN IMMEDIATE")
         try:
-            fresh = self._resolve_new(conn, new_keys) if new_keys else {}
-            if fresh:
-                ids = [fresh[k] if i is None else i for k, i in zip(keys, ids, strict=True)]
-            resolved = cast(list[int], ids)  # every None was replaced from fresh above
-            rows: list[tuple[int, int, float]] = list(
-                zip(resolved, map(_ts_of, readings), map(_value_of, readings), strict=True)
-            )
-            # Grouped by series, each B-tree page is touched once per batch. Sorting on
-            # the series id alone is stable (arrival order, normally time order, within
-            # a series) and about twice as fast as comparing whole tuples.
-            rows.sort(key=_series_of)
-            stored = insert_rows(conn, rows)
-            if self.after_insert is not None and rows:
-                self.after_insert(conn, rows)
+            stored, attempted, fresh = self.insert(conn, readings)
             if dead_letters:
                 conn.executemany(_INSERT_DEAD, [self._dead_row(d) for d in dead_letters])
                 self._last_dead_letter_id = int(
@@ -223,11 +240,8 @@ class BatchWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        for key, series_id in fresh.items():
-            cache[key] = series_id
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
-        return WriteResult(stored, len(rows) - stored, len(dead_letters))
+        self.remember(fresh)
+        return WriteResult(stored, attempted - stored, len(dead_letters))
 
     def _dead_row(self, dead: DeadLetter) -> tuple[int, str, str, bytes, int, str]:
         payload = dead.payload[: self.dead_letter_max_payload]
