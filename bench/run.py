@@ -30,7 +30,7 @@ from bench.latency import measure_latency, simulator_available
 from bench.plan import PLANS, Plan
 from bench.storage import bare_executemany, scenario_rows
 from bench.workload import BATCH_JSON, BATCH_SENML, ONE, SENSORS_10K, Scenario
-from gateway.config import PipelineConfig
+from gateway.config import PipelineConfig, StorageConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("drain", "default", "storage", "latency", "query", "codecs")
@@ -57,7 +57,7 @@ def _drains(
     variants: list[tuple[str, str, TidegateOptions | None]],
     plan: Plan,
     workdir: Path,
-    bare: list[float] | None = None,
+    bare: list[tuple[float, float]] | None = None,
 ) -> dict[str, list[RunResult]]:
     """Run every variant ``plan.runs`` times, interleaved; results by label. With
     ``bare``, each round also times a bare executemany of the scenario (appended)."""
@@ -95,6 +95,8 @@ def summarize(runs: list[RunResult]) -> dict[str, Any]:
         ),
         "peak_rss_mb": max(r.rss_kb for r in good) / 1024,
         "bytes_per_reading": statistics.median(r.bytes_per_reading for r in good),
+        "table_bytes_per_reading": statistics.median(r.table_bytes_per_reading for r in good),
+        "bytes_per_series": statistics.median(r.bytes_per_series for r in good),
         "all": [r.as_dict() for r in runs],
     }
 
@@ -121,7 +123,7 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
                     (sub, sub, None) for sub in _available(SUBSCRIBERS)
                 ]
                 for scenario in _scenarios(scenarios):
-                    bare: list[float] | None = [] if "storage" in parts else None
+                    bare: list[tuple[float, float]] | None = [] if "storage" in parts else None
                     results = _drains(broker, scenario, variants, plan, workdir, bare)
                     for runs in results.values():
                         data["drains"].append(summarize(runs))
@@ -224,24 +226,42 @@ def _available(subscribers: tuple[str, ...]) -> list[str]:
     return [s for s in subscribers if s != "mosquitto_sub"]
 
 
-def _bare_once(plan: Plan, scenario: Scenario, workdir: Path, run: int) -> float:
+def _bare_once(plan: Plan, scenario: Scenario, workdir: Path, run: int) -> tuple[float, float]:
+    """Rows/s of a bare executemany of the scenario: (hot layout + compaction, per-series)."""
     n = plan.n(scenario.name, "tidegate")
     rows = scenario_rows(scenario, n, scenario.default_base_ms(n))
     series = scenario.sensors * (10 if scenario.readings_per_message > 1 else 1)
-    db = workdir / f"bare-{scenario.name}-{run}.db"
-    rate = bare_executemany(db, rows, PipelineConfig().batch_size, series)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    _log(f"bare executemany {scenario.name} run {run + 1}/{plan.runs}: {rate:,.0f} rows/s")
-    return rate
+    rates = []
+    for layout in ("hot", "cold"):
+        db = workdir / f"bare-{scenario.name}-{run}-{layout}.db"
+        rates.append(
+            bare_executemany(
+                db,
+                rows,
+                PipelineConfig().batch_size,
+                series,
+                layout,
+                StorageConfig().compaction_rows,
+            )
+        )
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _log(
+        f"bare executemany {scenario.name} run {run + 1}/{plan.runs}: {rates[0]:,.0f} rows/s"
+        f" (hot + compaction), {rates[1]:,.0f} rows/s (per-series table)"
+    )
+    return rates[0], rates[1]
 
 
-def _storage_row(plan: Plan, scenario: Scenario, rates: list[float]) -> dict[str, Any]:
+def _storage_row(
+    plan: Plan, scenario: Scenario, rates: list[tuple[float, float]]
+) -> dict[str, Any]:
     return {
         "scenario": scenario.name,
         "rows": plan.n(scenario.name, "tidegate") * scenario.readings_per_message,
         "batch": PipelineConfig().batch_size,
-        "rows_per_s": statistics.median(rates),
+        "rows_per_s": statistics.median(hot for hot, _cold in rates),
+        "cold_rows_per_s": statistics.median(cold for _hot, cold in rates),
         "all": rates,
     }
 

@@ -1,9 +1,15 @@
 """Storage baselines: a bare ``sqlite3.executemany`` into tidegate's own schema.
 
 The ceiling for the sink: the scenario's readings, already resolved to series ids,
-inserted in batches of ``batch`` rows (each sorted by key, one transaction each) with
-the gateway's pragmas (WAL, ``synchronous=NORMAL``) — no MQTT, no decoding, no Python
-objects per reading beyond the row tuples.
+inserted in batches of ``batch`` rows (one transaction each) with the gateway's pragmas
+(WAL, ``synchronous=NORMAL``) — no MQTT, no decoding, no Python objects per reading
+beyond the row tuples. Two layouts:
+
+* ``hot`` — what tidegate does since schema 3: rows appended to ``readings_hot`` in
+  arrival order, and every ``compaction_rows`` rows moved into ``readings_cold`` with the
+  same statement the storage service uses (the whole storage work, done bare);
+* ``cold`` — each batch sorted by key straight into the per-series ``readings_cold``
+  (the layout before schema 3, for comparison).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 from bench.workload import Scenario
 from gateway.sinks.sqlite import apply_pragmas, prepare_database
+from gateway.storage import compaction
 
 
 def scenario_rows(
@@ -36,9 +43,15 @@ def scenario_rows(
 
 
 def bare_executemany(
-    db: Path, rows: list[tuple[int, int, float]], batch: int, series: int
+    db: Path,
+    rows: list[tuple[int, int, float]],
+    batch: int,
+    series: int,
+    layout: str = "hot",
+    compaction_rows: int = 50_000,
 ) -> float:
-    """Insert ``rows`` into a fresh database at ``db``; returns rows per second."""
+    """Insert ``rows`` into a fresh database at ``db`` (``layout``: see the module
+    docstring); returns rows per second."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         apply_pragmas(conn, "NORMAL", 5000)
@@ -48,13 +61,26 @@ def bare_executemany(
             " VALUES (?, ?, 'm', '', '', 0)",
             [(i, f"s{i}") for i in range(1, series + 1)],
         )
-        insert = "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES (?, ?, ?)"
+        table = "readings_hot" if layout == "hot" else "readings_cold"
+        insert = f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (?, ?, ?)"
+        pending = 0
         started = time.perf_counter()
         for start in range(0, len(rows), batch):
-            chunk = sorted(rows[start : start + batch])
+            chunk = rows[start : start + batch]
+            if layout != "hot":
+                chunk = sorted(chunk)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(insert, chunk)
             conn.execute("COMMIT")
+            pending += len(chunk)
+            if layout == "hot" and (pending >= compaction_rows or start + batch >= len(rows)):
+                newest = conn.execute(
+                    "SELECT ts FROM readings_hot ORDER BY ts DESC LIMIT 1"
+                ).fetchone()[0]
+                conn.execute("BEGIN IMMEDIATE")
+                compaction.move_below(conn, int(newest) + 1)
+                conn.execute("COMMIT")
+                pending = 0
         elapsed = time.perf_counter() - started
     finally:
         conn.close()

@@ -170,6 +170,8 @@ class StorageConfig(_Section):
     maintenance_interval_s: float = Field(10.0, gt=0, le=3600)
     checkpoint_interval_s: float = Field(30.0, gt=0, le=3600)
     step_budget_ms: float = Field(5.0, gt=0, le=1000)
+    compaction_rows: int = Field(50_000, ge=1000, le=1_000_000)
+    hot_max_age_s: float = Field(120.0, ge=1, le=86_400)
     integrity_check: Literal["quick", "full", "off"] = "quick"
 
     @field_validator("max_size", "min_free_disk")

@@ -78,6 +78,8 @@ class StorageCounters:
     """Rows deleted by retention, per tier (raw, 1m, 1h)."""
     purged_for_space_rows: int = 0
     vacuumed_pages: int = 0
+    compacted_rows: int = 0
+    """Readings moved from the hot table into the per-series table."""
     rollup_watermark_ms: dict[str, int] = field(default_factory=dict)
     rollup_late_buckets: int = 0
     rollup_too_late: int = 0

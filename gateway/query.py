@@ -172,21 +172,30 @@ def sensors(
 
     Counting scans each series' rows; pass ``with_counts=False`` on huge databases.
     """
+    cold = _raw_table(conn)
+    hot = _hot_summary(conn) if cold != "readings" else {}
     for series_id, sensor_id, metric, unit, tags in find_series(conn, sensor):
+        in_hot = hot.get(series_id)
         last = conn.execute(
-            "SELECT ts, value FROM readings WHERE series_id = ? ORDER BY ts DESC LIMIT 1",
+            f"SELECT ts, value FROM {cold} WHERE series_id = ? ORDER BY ts DESC LIMIT 1",
             (series_id,),
         ).fetchone()
         first = conn.execute(
-            "SELECT ts FROM readings WHERE series_id = ? ORDER BY ts ASC LIMIT 1", (series_id,)
+            f"SELECT ts FROM {cold} WHERE series_id = ? ORDER BY ts ASC LIMIT 1", (series_id,)
         ).fetchone()
         count = (
             conn.execute(
-                "SELECT count(*) FROM readings WHERE series_id = ?", (series_id,)
+                f"SELECT count(*) FROM {cold} WHERE series_id = ?", (series_id,)
             ).fetchone()[0]
             if with_counts
             else -1
         )
+        if in_hot is not None:
+            # Hot rows are all newer than cold ones (gateway.storage.compaction).
+            hot_first, hot_last, hot_value, hot_count = in_hot
+            last = (hot_last, hot_value)
+            first = first or (hot_first,)
+            count = count + hot_count if with_counts else -1
         yield SeriesInfo(
             series_id,
             sensor_id,
@@ -198,6 +207,34 @@ def sensors(
             last[0] if last else None,
             last[1] if last else None,
         )
+
+
+def _raw_table(conn: sqlite3.Connection) -> str:
+    """Where a series' older readings are found by ``(series_id, ts)``: ``readings_cold``
+    (schema 3+, whose newest readings are in ``readings_hot``), else ``readings``."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hot'"
+    ).fetchone()
+    return "readings" if row is None else "readings_cold"
+
+
+def _hot_summary(
+    conn: sqlite3.Connection, series_ids: Sequence[int] | None = None
+) -> dict[int, tuple[int, int, float, int]]:
+    """series id → (first ts, last ts, last value, count) over the hot table, in one
+    pass over it (it holds only the last seconds to minutes of data)."""
+    sql = "SELECT series_id, min(ts), max(ts), count(*) FROM readings_hot"
+    params: list[object] = []
+    if series_ids is not None:
+        sql += f" WHERE series_id IN ({','.join('?' * len(series_ids))})"
+        params = list(series_ids)
+    out: dict[int, tuple[int, int, float, int]] = {}
+    for series_id, first, last, count in conn.execute(sql + " GROUP BY series_id", params):
+        value = conn.execute(
+            "SELECT value FROM readings_hot WHERE ts = ? AND series_id = ?", (last, series_id)
+        ).fetchone()[0]
+        out[series_id] = (first, last, value, count)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +258,7 @@ def stats(conn: sqlite3.Connection, path: Path) -> Stats:
         "SELECT count(*), count(DISTINCT sensor_id) FROM series"
     ).fetchone()
     dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-    oldest = conn.execute("SELECT min(ts) FROM readings").fetchone()[0]
-    newest = conn.execute("SELECT max(ts) FROM readings").fetchone()[0]
+    oldest, newest = time_bounds(conn)
     wal = Path(f"{path}-wal")
     return Stats(
         readings_count,
@@ -304,10 +340,11 @@ def latest(
     """The newest reading of every matching series, in one statement (an index seek
     per series, no scan), ordered by sensor and metric. At most
     :data:`MAX_SERIES_PER_QUERY` series."""
+    cold = _raw_table(conn)
     sql = (
         "SELECT s.id, s.sensor_id, s.metric, s.unit, s.tags, r.ts, r.value FROM series s"
-        " LEFT JOIN readings r ON r.series_id = s.id"
-        " AND r.ts = (SELECT max(ts) FROM readings WHERE series_id = s.id)"
+        f" LEFT JOIN {cold} r ON r.series_id = s.id"
+        f" AND r.ts = (SELECT max(ts) FROM {cold} WHERE series_id = s.id)"
     )
     where, params = _series_filter(sensor, metric, "s.")
     sql += f"{where} ORDER BY s.sensor_id, s.metric, s.id LIMIT ?"
@@ -317,14 +354,34 @@ def latest(
         raise QueryError(
             f"more than {MAX_SERIES_PER_QUERY} series match; narrow with sensor or metric"
         )
-    return [Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), r[5], r[6]) for r in rows]
+    hot: dict[int, tuple[int, int, float, int]] = {}
+    if cold != "readings" and rows:
+        hot = _hot_summary(
+            conn, None if sensor is None and metric is None else [r[0] for r in rows]
+        )
+    out: list[Latest] = []
+    for r in rows:
+        ts, value = r[5], r[6]
+        if r[0] in hot:
+            _first, ts, value, _count = hot[r[0]]
+        out.append(Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), ts, value))
+    return out
 
 
 def time_bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
     """``(oldest_ts_ms, newest_ts_ms)`` over all readings, by two index seeks per series
     rather than a scan of the readings table (cheap enough for every metrics scrape)."""
+    cold = _raw_table(conn)
     row = conn.execute(
-        "SELECT min((SELECT min(ts) FROM readings WHERE series_id = s.id)),"
-        " max((SELECT max(ts) FROM readings WHERE series_id = s.id)) FROM series s"
+        f"SELECT min((SELECT min(ts) FROM {cold} WHERE series_id = s.id)),"
+        f" max((SELECT max(ts) FROM {cold} WHERE series_id = s.id)) FROM series s"
     ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
+    oldest, newest = (row[0], row[1]) if row else (None, None)
+    if cold != "readings":
+        # The hot table is keyed by time: both ends are one seek each.
+        first = conn.execute("SELECT ts FROM readings_hot ORDER BY ts LIMIT 1").fetchone()
+        last = conn.execute("SELECT ts FROM readings_hot ORDER BY ts DESC LIMIT 1").fetchone()
+        if first is not None:
+            oldest = first[0] if oldest is None else min(oldest, first[0])
+            newest = last[0] if newest is None else max(newest, last[0])
+    return oldest, newest

@@ -87,14 +87,31 @@ def _series_rows(conn: sqlite3.Connection, sensor_id: str, metric: str) -> list[
     ]
 
 
-def _stored_ts(conn: sqlite3.Connection, series_id: int, low: int, high: int) -> list[int]:
-    return [
-        int(row[0])
-        for row in conn.execute(
-            "SELECT ts FROM readings WHERE series_id = ? AND ts BETWEEN ? AND ?",
-            (series_id, low, high),
-        )
-    ]
+class _StoredReadings:
+    """Stored timestamps per series. With the hot/cold layout (schema 3) the hot table is
+    read once up front (it is keyed by time, so a per-series lookup would scan it)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        split = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hot'"
+        ).fetchone()
+        self.table = "readings_cold" if split else "readings"
+        self.hot: dict[int, list[int]] = {}
+        if split:
+            for series_id, ts in conn.execute("SELECT series_id, ts FROM readings_hot"):
+                self.hot.setdefault(int(series_id), []).append(int(ts))
+
+    def between(self, series_id: int, low: int, high: int) -> list[int]:
+        found = [
+            int(row[0])
+            for row in self.conn.execute(
+                f"SELECT ts FROM {self.table} WHERE series_id = ? AND ts BETWEEN ? AND ?",
+                (series_id, low, high),
+            )
+        ]
+        found.extend(ts for ts in self.hot.get(series_id, ()) if low <= ts <= high)
+        return found
 
 
 def _example(sensor: str, metric: str, ts: int) -> str:
@@ -105,6 +122,7 @@ def compare(report: LoadedReport, conn: sqlite3.Connection, database: str = "") 
     """Compare ``report`` with the database behind ``conn`` (read-only)."""
     verdict = Verdict(run_id=report.run_id, database=database, qos=report.qos)
     verdict.series = len(report.series)
+    stored_readings = _StoredReadings(conn)
     for item in report.series:
         acked = set(item.acked)
         unconfirmed = set(item.unconfirmed) - acked
@@ -118,7 +136,7 @@ def compare(report: LoadedReport, conn: sqlite3.Connection, database: str = "") 
         for series_id, unit in _series_rows(conn, item.sensor_id, item.metric):
             if unit != item.unit:
                 verdict.unit_mismatches += 1
-            values = _stored_ts(conn, series_id, low, high)
+            values = stored_readings.between(series_id, low, high)
             for ts in values:
                 if ts in stored:
                     verdict.duplicates_stored += 1

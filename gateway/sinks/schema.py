@@ -9,6 +9,17 @@ Layout (see ``docs/decisions/0003-storage-layout.md``):
   redelivered message hits the primary key and is ignored. ``ts`` is epoch ms UTC.
 * ``dead_letters``: messages that could not be decoded, with the reason.
 
+Since version 3 (``docs/decisions/0079-hot-table.md``) readings live in two tables behind
+the ``readings`` view: ``readings_hot`` keyed ``(ts, series_id)`` takes every new
+reading (appends at the right edge of one B-tree: a commit rewrites a few pages, not a
+page per series), and the storage service moves rows older than a short lag into
+``readings_cold`` keyed ``(series_id, ts)`` in large sorted chunks
+(:mod:`gateway.storage.compaction`). ``storage_state['cold_ceiling']`` separates them:
+every cold row has ``ts < ceiling`` and every hot row ``ts >= ceiling``, so a key can only
+ever be in the table its timestamp points to and each table's primary key keeps
+redeliveries out. ``readings`` (a ``UNION ALL`` view with INSTEAD OF triggers) stays the
+table everything else reads, and inserts and deletes through it are routed the same way.
+
 The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS[n]`` takes a database
 from version ``n`` to ``n + 1``; they run in order inside one transaction at open.
 """
@@ -87,9 +98,59 @@ MIGRATIONS: list[str] = [
         value
     );
     """,
+    # 2 → 3: hot/cold split of the readings (see the module docstring). The ceiling of
+    # an existing database is just above its newest reading (one index seek per
+    # series), so everything already stored stays cold, and never below the 1-minute
+    # rollup watermark (rollups read only cold rows; a reading below the watermark must
+    # take the late-data path).
+    """
+    ALTER TABLE readings RENAME TO readings_cold;
+    CREATE TABLE readings_hot (
+        ts        INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        value     REAL NOT NULL,
+        PRIMARY KEY (ts, series_id)
+    ) WITHOUT ROWID;
+    INSERT OR REPLACE INTO storage_state (key, value)
+        SELECT 'cold_ceiling', max(
+            coalesce(max((SELECT max(ts) FROM readings_cold WHERE series_id = s.id)) + 1, 0),
+            coalesce((SELECT value FROM storage_state WHERE key = 'rollup_1m.watermark'), 0))
+        FROM series AS s;
+    CREATE VIEW readings (series_id, ts, value) AS
+        SELECT series_id, ts, value FROM readings_cold
+        UNION ALL
+        SELECT series_id, ts, value FROM readings_hot;
+    CREATE TRIGGER readings_insert INSTEAD OF INSERT ON readings BEGIN
+        INSERT INTO readings_hot (ts, series_id, value)
+            SELECT NEW.ts, NEW.series_id, NEW.value
+            WHERE NEW.ts >= (SELECT value FROM storage_state WHERE key = 'cold_ceiling');
+        INSERT INTO readings_cold (series_id, ts, value)
+            SELECT NEW.series_id, NEW.ts, NEW.value
+            WHERE NEW.ts < (SELECT value FROM storage_state WHERE key = 'cold_ceiling');
+    END;
+    CREATE TRIGGER readings_delete INSTEAD OF DELETE ON readings BEGIN
+        DELETE FROM readings_hot WHERE ts = OLD.ts AND series_id = OLD.series_id;
+        DELETE FROM readings_cold WHERE series_id = OLD.series_id AND ts = OLD.ts;
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """Split ``script`` into complete statements (a trigger body holds ``;`` too)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        raise StorageError(f"incomplete statement in a migration: {pending.strip()[:80]}")
+    return out
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -107,9 +168,8 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for version in range(found, SCHEMA_VERSION):
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(MIGRATIONS[version]):
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -47,15 +47,30 @@ _INSERT_DEAD = (
 )
 
 
+HOT = "readings_hot"
+COLD = "readings_cold"
+CEILING_KEY = "cold_ceiling"
+"""``storage_state`` key: cold rows have ``ts`` below it, hot rows at or above it."""
+
+
 @functools.cache
-def _insert_many(count: int) -> str:
-    return "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES " + ",".join(
+def _insert_many(table: str, count: int) -> str:
+    return f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES " + ",".join(
         ["(?,?,?)"] * count
     )
 
 
-def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float]]) -> int:
-    """Insert ``rows`` (duplicates of stored keys are ignored); returns how many were new.
+def cold_ceiling(conn: sqlite3.Connection) -> int:
+    """The current hot/cold boundary (read inside the writer's transaction)."""
+    row = conn.execute("SELECT value FROM storage_state WHERE key = ?", (CEILING_KEY,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def insert_rows(
+    conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float]], table: str = HOT
+) -> int:
+    """Insert ``(series_id, ts, value)`` ``rows`` into ``table`` (duplicates of stored keys
+    are ignored); returns how many were new.
 
     Multi-row INSERTs of up to :data:`ROWS_PER_STATEMENT` rows (chunk sizes are powers
     of two, so a handful of statements cover every batch and stay in sqlite3's
@@ -77,7 +92,7 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float]]
         size = top
         while size > total - pos:
             size >>= 1
-        stored += conn.execute(_insert_many(size), flat[3 * pos : 3 * (pos + size)]).rowcount
+        stored += conn.execute(_insert_many(table, size), flat[3 * pos : 3 * (pos + size)]).rowcount
         pos += size
     return stored
 
@@ -197,16 +212,29 @@ class BatchWriter:
             fresh = self._resolve_new(conn, new_keys)
             ids = [fresh[k] if i is None else i for k, i in zip(keys, ids, strict=True)]
         resolved = cast(list[int], ids)  # every None was replaced from fresh above
+        stamps = list(map(_ts_of, readings))
         rows: list[tuple[int, int, float]] = list(
-            zip(resolved, map(_ts_of, readings), map(_value_of, readings), strict=True)
+            zip(resolved, stamps, map(_value_of, readings), strict=True)
         )
-        # Grouped by series, each B-tree page is touched once per batch. Sorting on
-        # the series id alone is stable (arrival order, normally time order, within
-        # a series) and about twice as fast as comparing whole tuples.
-        rows.sort(key=_series_of)
-        stored = insert_rows(conn, rows)
-        if self.after_insert is not None and rows:
-            self.after_insert(conn, rows)
+        if not rows:
+            return 0, 0, fresh
+        ceiling = cold_ceiling(conn)
+        if min(stamps) >= ceiling:
+            # The usual case (decided in C): everything is newer than the cold data and
+            # appends to the time-ordered hot table — arrival order is (nearly) its key
+            # order, so no sort is needed for locality.
+            return insert_rows(conn, rows, HOT), len(rows), fresh
+        # Late readings (older than the ceiling) go straight to the per-series table,
+        # grouped by series so each of its B-tree pages is touched once. Sorting on the
+        # series id alone is stable and about twice as fast as comparing whole tuples.
+        late = [row for row in rows if row[1] < ceiling]
+        fresh_rows = [row for row in rows if row[1] >= ceiling]
+        late.sort(key=_series_of)
+        stored = insert_rows(conn, late, COLD) + insert_rows(conn, fresh_rows, HOT)
+        if self.after_insert is not None:
+            # Only late rows can fall below the rollup watermark, which never passes
+            # the ceiling (gateway.storage.rollups).
+            self.after_insert(conn, late)
         return stored, len(rows), fresh
 
     def remember(self, fresh: dict[SeriesKey, int]) -> None:

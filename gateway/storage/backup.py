@@ -83,7 +83,10 @@ def validate(path: Path, mode: str = "quick") -> BackupInfo:
             raise StorageError(
                 f"backup {path} is damaged: " + "; ".join(str(r[0]) for r in rows)[:500]
             )
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        }
         missing = [t for t in REQUIRED_TABLES if t not in tables]
         if missing:
             raise StorageError(f"{path} is not a tidegate database (no {', '.join(missing)})")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StorageFull
+from gateway.sinks.sqlite import COLD
 from gateway.storage.retention import PageStats, page_stats
 from gateway.storage.rollups import (
     HOUR_MS,
@@ -144,7 +145,7 @@ def emergency_cutoff(conn: sqlite3.Connection, tier: str) -> int | None:
     an eighth of what may be purged (at least a minute / an hour), never past the
     tier's rollup watermark. ``None`` when nothing may be purged."""
     if tier == "raw":
-        table, column, unit, mark_key = "readings", "ts", MINUTE_MS, WATERMARK[TIER_1M.name]
+        table, column, unit, mark_key = COLD, "ts", MINUTE_MS, WATERMARK[TIER_1M.name]
     elif tier == TIER_1M.name:
         table, column, unit, mark_key = TIER_1M.table, "bucket", HOUR_MS, WATERMARK[TIER_1H.name]
     else:

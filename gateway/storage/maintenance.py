@@ -32,7 +32,7 @@ from gateway.errors import StorageError
 from gateway.metrics import Metrics
 from gateway.sinks._aiosqlite_adapter import run_on_connection
 from gateway.sinks.sqlite import SqliteSink, convert_sqlite_error
-from gateway.storage import wear
+from gateway.storage import compaction, wear
 from gateway.storage.guard import RELIEF, Guard, Usage, emergency_cutoff, wal_size
 from gateway.storage.retention import (
     TABLES,
@@ -73,6 +73,7 @@ CHECKPOINT_WAL_BYTES = 8 * 1024 * 1024
 """Checkpoint early past this WAL size: above ``wear.JOURNAL_SIZE_LIMIT`` (a WAL cut back
 after a reset does not trigger it), far below the writer's own threshold."""
 WEAR_FIRST_PERSIST_S = 60.0
+COMPACTION_POLL_S = 1.0
 
 
 def wall_clock_ms() -> int:
@@ -89,7 +90,8 @@ def retention_of(config: StorageConfig) -> Retention:
 
 
 class Maintenance:
-    """One round (:meth:`run_once`) does: guard, rollups, retention, vacuum, wear."""
+    """One round (:meth:`run_once`) does: compaction, guard, rollups, retention, vacuum,
+    wear. Compaction also runs on its own one-second timer."""
 
     def __init__(
         self,
@@ -154,6 +156,9 @@ class Maintenance:
         self.sample_wear()
 
     async def roll_up(self, now_ms: int) -> None:
+        """Compact what is due (rollups read only the per-series table), then advance
+        the rollups for up to one round."""
+        await self.compact()
         deadline = time.monotonic() + self.round_s
         while True:
             result = await self._step(lambda c: self.rollups.step(c, now_ms, self.budget_s))
@@ -296,6 +301,7 @@ class Maintenance:
         """Rounds every ``maintenance_interval_s`` and checkpoints every
         ``checkpoint_interval_s`` until cancelled."""
         checkpoints = asyncio.create_task(self._checkpoints(), name="tidegate-checkpoints")
+        compactions = asyncio.create_task(self._compactions(), name="tidegate-compaction")
         try:
             with contextlib.suppress(StorageError):
                 await self._step(wear.tune_writer)
@@ -316,9 +322,40 @@ class Maintenance:
                     self._log_once(exc)
                 await asyncio.sleep(self.round_s)
         finally:
-            checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpoints
+            for task in (compactions, checkpoints):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def compact(self) -> int:
+        """Move hot readings into the per-series table while a move is due
+        (:mod:`gateway.storage.compaction`); returns rows moved."""
+        total = 0
+        deadline = time.monotonic() + self.round_s
+        while time.monotonic() < deadline:
+            moved = await self._step(
+                functools.partial(
+                    compaction.compact_step,
+                    now_ms=self.clock(),
+                    chunk_rows=self.config.compaction_rows,
+                    max_age_ms=int(self.config.hot_max_age_s * 1000),
+                )
+            )
+            total += moved
+            self.metrics.storage.compacted_rows += moved
+            if moved == 0:
+                break
+        return total
+
+    async def _compactions(self) -> None:
+        """Compaction on its own short timer: the hot table must not wait for a long
+        maintenance round (rollups of a big backlog, say) to be emptied."""
+        while True:
+            await asyncio.sleep(COMPACTION_POLL_S)
+            try:
+                await self.compact()
+            except StorageError as exc:
+                self._log_once(exc)
 
     async def _checkpoints(self) -> None:
         """PASSIVE checkpoints from a connection of their own: every

@@ -31,7 +31,7 @@ from gateway.config import RetentionConfig, StorageConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
 from gateway.sinks.sqlite import BatchWriter, SqliteSink, apply_pragmas, prepare_database
-from gateway.storage import wear
+from gateway.storage import compaction, wear
 from gateway.storage.guard import Guard
 from gateway.storage.maintenance import Maintenance
 from gateway.storage.rollups import HOUR_MS, LateDataTracker, RollupJob
@@ -78,7 +78,7 @@ def _inline_hook(conn: sqlite3.Connection) -> Callable[[sqlite3.Connection, obje
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("CREATE TEMP TABLE new_rows (series_id INTEGER, ts INTEGER, value REAL)")
     conn.execute(
-        "CREATE TEMP TRIGGER capture AFTER INSERT ON main.readings"
+        "CREATE TEMP TRIGGER capture AFTER INSERT ON main.readings_hot"
         " BEGIN INSERT INTO new_rows VALUES (NEW.series_id, NEW.ts, NEW.value); END"
     )
 
@@ -123,6 +123,7 @@ def measure_rollups(workdir: Path, total: int = 300_000, sensors: int = 1000) ->
         job = RollupJob(tracker)
         now = T0 + (total // sensors) * 1000 + 2 * HOUR_MS
         started = time.perf_counter()
+        compaction.compact_all(job_conn, now)
         while not job.step(job_conn, now, 0.005).caught_up:
             pass
         spent = time.perf_counter() - started
@@ -213,7 +214,8 @@ def measure_wear(workdir: Path, sensors: int = 1000, seconds: int = 300) -> None
     print("## Bytes written per reading vs readings per commit\n")
     print(
         f"{sensors} sensors at 1 Hz, {seconds} s of data, synchronous=NORMAL, PASSIVE"
-        " checkpoint every 30 s of data time; /proc/self/io write_bytes.\n"
+        " checkpoint every 30 s of data time, compaction every second of data time and"
+        " at the end; /proc/self/io write_bytes.\n"
     )
     print(
         "| commit every | readings per commit | bytes written per reading | WAL bytes per commit |"
@@ -237,12 +239,18 @@ def measure_wear(workdir: Path, sensors: int = 1000, seconds: int = 300) -> None
         before = wear.read_write_bytes()
         commits = 0
         next_checkpoint = 30 * sensors
+        next_compaction = sensors
         for lo in range(0, total, per_commit):
             writer.write(conn, data[lo : lo + per_commit], [])
             commits += 1
+            if lo + per_commit >= next_compaction:
+                # The storage service's one-second compaction timer, in data time.
+                compaction.compact_step(conn, T0 + (lo + per_commit) // sensors * 1000)
+                next_compaction += sensors
             if lo + per_commit >= next_checkpoint:
                 wear.checkpoint(checkpointer)
                 next_checkpoint += 30 * sensors
+        compaction.compact_all(conn, T0 + total // sensors * 1000)  # the moves still due
         wear.checkpoint(checkpointer)
         after = wear.read_write_bytes()
         checkpointer.close()

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from gateway.sinks.sqlite import COLD
 from gateway.storage.rollups import (
     HOUR_MS,
     MINUTE_MS,
@@ -31,7 +32,7 @@ from gateway.storage.rollups import (
 )
 
 TABLES: dict[str, tuple[str, str]] = {
-    "raw": ("readings", "ts"),
+    "raw": (COLD, "ts"),  # raw cutoffs stay below the ceiling: all of it is cold
     TIER_1M.name: (TIER_1M.table, "bucket"),
     TIER_1H.name: (TIER_1H.table, "bucket"),
 }

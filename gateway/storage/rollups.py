@@ -39,6 +39,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.sinks.sqlite import COLD, HOT, cold_ceiling
+from gateway.storage.compaction import compact_below
+
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
@@ -93,13 +96,19 @@ def set_state(conn: sqlite3.Connection, key: str, value: int | str) -> None:
     conn.execute("INSERT OR REPLACE INTO storage_state (key, value) VALUES (?, ?)", (key, value))
 
 
-def oldest_ts(conn: sqlite3.Connection, table: str = "readings", column: str = "ts") -> int | None:
-    """Oldest key in ``table`` by one index seek per series (never a scan)."""
+def oldest_ts(conn: sqlite3.Connection, table: str = COLD, column: str = "ts") -> int | None:
+    """Oldest key in ``table`` by one index seek per series (never a scan); for the raw
+    readings (``readings_cold``) the hot table's oldest too."""
     row = conn.execute(
         f"SELECT min((SELECT {column} FROM {table} WHERE series_id = s.id"
         f" ORDER BY {column} LIMIT 1)) FROM series AS s"
     ).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    found = None if row is None or row[0] is None else int(row[0])
+    if table == COLD:
+        hot = conn.execute(f"SELECT ts FROM {HOT} ORDER BY ts LIMIT 1").fetchone()
+        if hot is not None and (found is None or hot[0] < found):
+            found = int(hot[0])
+    return found
 
 
 _MINUTES_FROM_RAW = """
@@ -108,9 +117,9 @@ SELECT :sid, g.b, g.vmin, g.vmax, g.vsum, g.n, r.value, g.last_ts
 FROM (
     SELECT (ts / 60000) * 60000 AS b, min(value) AS vmin, max(value) AS vmax,
            sum(value) AS vsum, count(*) AS n, max(ts) AS last_ts
-    FROM readings WHERE series_id = :sid AND ts >= :lo AND ts < :hi GROUP BY b
+    FROM readings_cold WHERE series_id = :sid AND ts >= :lo AND ts < :hi GROUP BY b
 ) AS g
-JOIN readings AS r ON r.series_id = :sid AND r.ts = g.last_ts
+JOIN readings_cold AS r ON r.series_id = :sid AND r.ts = g.last_ts
 """
 
 _HOURS_FROM_MINUTES = """
@@ -161,7 +170,7 @@ class LateDataTracker:
         threshold = self.threshold_ms
         if threshold is None:
             threshold = self.threshold_ms = get_state(conn, WATERMARK[TIER_1M.name]) or 0
-        if not threshold or min(map(_TS, rows)) >= threshold:
+        if not rows or not threshold or min(map(_TS, rows)) >= threshold:
             return  # the usual case, decided in C without a Python loop over the rows
         late = {(sid, ts - ts % MINUTE_MS) for sid, ts, _value in rows if ts < threshold}
         if late:
@@ -268,7 +277,9 @@ class RollupJob:
 
     def _start_minutes(self, conn: sqlite3.Connection, now_ms: int) -> _Window | None:
         key = WATERMARK[TIER_1M.name]
-        target = floor_to(now_ms - self.grace_ms, MINUTE_MS)
+        # Rollups read only the per-series table: never past the hot/cold ceiling
+        # (gateway.storage.compaction), so a reading at or above it is never late.
+        target = floor_to(min(now_ms - self.grace_ms, cold_ceiling(conn)), MINUTE_MS)
         watermark = get_state(conn, key)
         if watermark is None:
             oldest = oldest_ts(conn)
@@ -360,7 +371,9 @@ class RollupJob:
 def rollup_all(
     conn: sqlite3.Connection, now_ms: int, tracker: LateDataTracker | None = None
 ) -> None:
-    """Run the job until caught up (tests, ``tidegate`` tools; never on the hot path)."""
+    """Run the job until caught up (tests, ``tidegate`` tools; never on the hot path).
+    First moves the hot readings old enough to be rolled up into the per-series table."""
+    compact_below(conn, floor_to(now_ms - GRACE_MS, MINUTE_MS))
     job = RollupJob(tracker or LateDataTracker())
     for _ in range(10_000_000):
         if job.step(conn, now_ms, 1.0).caught_up:

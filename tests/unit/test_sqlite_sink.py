@@ -72,7 +72,7 @@ async def test_failed_batch_rolls_back_new_series(tmp_path: Path) -> None:
     await sink.close()
     conn = sqlite3.connect(path)
     conn.execute(
-        "CREATE TRIGGER fail AFTER INSERT ON readings WHEN NEW.value = 666"
+        "CREATE TRIGGER fail AFTER INSERT ON readings_hot WHEN NEW.value = 666"
         " BEGIN SELECT RAISE(ABORT, 'injected'); END"
     )
     conn.commit()

@@ -197,7 +197,7 @@ async def test_hostile_topic_levels_are_stored_verbatim(tmp_path: Path) -> None:
     conn = open_readonly(tmp_path / "t.db")
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"series", "readings", "dead_letters"} <= tables
+        assert {"series", "readings_hot", "readings_cold", "dead_letters"} <= tables
         for i, level in enumerate(HOSTILE):
             rows = list(query.readings(conn, sensor=level, metric=level))
             assert len(rows) == 1, level

@@ -1,0 +1,238 @@
+"""The hot/cold readings layout (schema 3): routing, compaction, exactly-once across
+both tables, the v2 → v3 upgrade, and the read path over both tables."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import query
+from gateway.models import Reading
+from gateway.sinks.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from gateway.sinks.sqlite import CEILING_KEY, BatchWriter, cold_ceiling, open_readonly
+from gateway.storage.compaction import (
+    LAG_MS,
+    compact_all,
+    compact_below,
+    compact_step,
+)
+from tests.unit.storage_helpers import MINUTE, T0, open_writer, write
+
+
+def counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    hot = conn.execute("SELECT count(*) FROM readings_hot").fetchone()[0]
+    cold = conn.execute("SELECT count(*) FROM readings_cold").fetchone()[0]
+    return int(hot), int(cold)
+
+
+def assert_split(conn: sqlite3.Connection) -> None:
+    """The layout's invariant: cold rows below the ceiling, hot rows at or above it."""
+    ceiling = cold_ceiling(conn)
+    cold_max = conn.execute("SELECT max(ts) FROM readings_cold").fetchone()[0]
+    hot_min = conn.execute("SELECT min(ts) FROM readings_hot").fetchone()[0]
+    assert cold_max is None or cold_max < ceiling
+    assert hot_min is None or hot_min >= ceiling
+
+
+def readings(n: int, start: int, sensors: int = 3, step_ms: int = 1000) -> list[Reading]:
+    return [
+        Reading(f"s{i % sensors}", "t", start + (i // sensors) * step_ms, float(i))
+        for i in range(n)
+    ]
+
+
+def test_new_readings_go_to_the_hot_table_and_late_ones_to_the_cold(tmp_path: Path) -> None:
+    conn, writer, _tracker = open_writer(tmp_path / "a.db")
+    write(conn, writer, readings(30, T0))
+    assert counts(conn) == (30, 0)
+    moved = compact_below(conn, T0 + 5000)
+    assert moved == 15 and counts(conn) == (15, 15)
+    assert cold_ceiling(conn) == T0 + 5000
+    # A late reading (below the ceiling) goes straight to the per-series table.
+    result = writer.write(conn, [Reading("s0", "t", T0 + 500, 9.0)], [])
+    assert result.stored == 1 and counts(conn) == (15, 16)
+    assert_split(conn)
+    conn.close()
+
+
+def test_redeliveries_are_ignored_in_either_table(tmp_path: Path) -> None:
+    conn, writer, _tracker = open_writer(tmp_path / "b.db")
+    batch = readings(60, T0)
+    write(conn, writer, batch)
+    compact_below(conn, T0 + 10_000)
+    again = [r._replace(value=r.value + 100) for r in batch]
+    result = writer.write(conn, again, [])
+    assert (result.stored, result.duplicates) == (0, 60)
+    compact_all(conn, T0 + 60_000)
+    result = writer.write(conn, again, [])
+    assert (result.stored, result.duplicates) == (0, 60)
+    values = [v for (v,) in conn.execute("SELECT value FROM readings ORDER BY ts, series_id")]
+    assert values == [r.value for r in sorted(batch, key=lambda r: (r.ts_ms, r.sensor_id))]
+    conn.close()
+
+
+def test_a_step_waits_for_a_chunk_or_for_age(tmp_path: Path) -> None:
+    conn, writer, _tracker = open_writer(tmp_path / "c.db")
+    now = T0 + 10 * MINUTE
+    write(conn, writer, readings(300, now - 40_000, sensors=10, step_ms=1000))  # 30 s of data
+    # 100 rows are older than the lag, fewer than a chunk, and young: nothing moves.
+    assert compact_step(conn, now, chunk_rows=1000) == 0
+    # A chunk's worth is due: about that many of the oldest move (the 10 readings that
+    # share the 50th one's timestamp wait for the next step).
+    moved = compact_step(conn, now, chunk_rows=50)
+    assert moved == 40
+    assert_split(conn)
+    # Old enough (past max age): everything older than the lag moves, the rest waits.
+    moved = compact_step(conn, now + 200_000, chunk_rows=100_000, max_age_ms=120_000)
+    assert counts(conn) == (0, 300) and moved == 260
+    conn.close()
+
+
+def test_future_readings_stay_hot_until_their_time(tmp_path: Path) -> None:
+    conn, writer, _tracker = open_writer(tmp_path / "f.db")
+    now = T0 + MINUTE
+    write(conn, writer, [Reading("s", "t", now + 3_600_000, 1.0), Reading("s", "t", T0, 2.0)])
+    compact_step(conn, now + 10 * MINUTE, chunk_rows=1000)
+    assert counts(conn) == (1, 1)
+    assert_split(conn)
+    conn.close()
+
+
+def test_an_idle_ceiling_follows_the_clock_in_minute_steps(tmp_path: Path) -> None:
+    conn, _writer, _tracker = open_writer(tmp_path / "i.db")
+    compact_step(conn, T0, chunk_rows=1000)
+    assert cold_ceiling(conn) == T0 - LAG_MS
+    compact_step(conn, T0 + 30_000, chunk_rows=1000)  # less than a minute later: no write
+    assert cold_ceiling(conn) == T0 - LAG_MS
+    compact_step(conn, T0 + MINUTE, chunk_rows=1000)
+    assert cold_ceiling(conn) == T0 + MINUTE - LAG_MS
+    conn.close()
+
+
+batch_st = st.lists(
+    st.tuples(st.integers(0, 4), st.integers(0, 600), st.integers(0, 1000)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=st.lists(batch_st, min_size=1, max_size=8),
+    clocks=st.lists(st.integers(0, 900), min_size=8, max_size=8),
+    chunk=st.integers(1, 50),
+)
+def test_every_key_is_stored_once_whatever_the_order(
+    batches: list[list[tuple[int, int, int]]], clocks: list[int], chunk: int
+) -> None:
+    """Batches with repeated keys (redeliveries with other values) and timestamps in any
+    order, compaction steps at arbitrary clocks in between: each distinct key is stored
+    exactly once, with the value that arrived first, and the split invariant holds."""
+    first: dict[tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        conn, writer, _tracker = open_writer(Path(tmp) / "p.db")
+        try:
+            for batch, clock in zip(batches, clocks, strict=False):
+                rows = [Reading(f"s{s}", "m", T0 + sec * 1000, float(v)) for s, sec, v in batch]
+                for r in rows:
+                    first.setdefault((r.sensor_id, r.ts_ms), r.value)
+                writer.write(conn, rows, [])
+                compact_step(conn, T0 + clock * 1000, chunk_rows=chunk, max_age_ms=60_000)
+                assert_split(conn)
+            stored = {
+                (sensor, ts): value
+                for sensor, ts, value in conn.execute(
+                    "SELECT s.sensor_id, r.ts, r.value FROM readings r JOIN series s"
+                    " ON s.id = r.series_id"
+                )
+            }
+            assert sum(counts(conn)) == len(first)
+            assert stored == first
+        finally:
+            conn.close()
+
+
+def version2_database(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in (0, 1):
+        for statement in MIGRATIONS[version].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO series (sensor_id, metric, created_at) VALUES ('a', 't', 0)")
+    conn.execute("INSERT INTO series (sensor_id, metric, created_at) VALUES ('b', 't', 0)")
+    conn.executemany(
+        "INSERT INTO readings VALUES (?, ?, ?)",
+        [(1 + i % 2, T0 + i * 1000, float(i)) for i in range(100)],
+    )
+    conn.execute("INSERT INTO storage_state VALUES ('rollup_1m.watermark', ?)", (T0 + 10 * MINUTE,))
+    conn.close()
+
+
+def test_upgrading_a_version2_database_keeps_its_data_cold(tmp_path: Path) -> None:
+    db = tmp_path / "v2.db"
+    version2_database(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    assert migrate(conn) == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert counts(conn) == (0, 100)
+    # Above the newest reading, and never below the rollup watermark.
+    assert cold_ceiling(conn) == max(T0 + 99 * 1000 + 1, T0 + 10 * MINUTE)
+    writer = BatchWriter(1024, 100, 1000)
+    writer.load(conn)
+    result = writer.write(
+        conn, [Reading("a", "t", T0, 5.0), Reading("a", "t", T0 + 11 * MINUTE, 6.0)], []
+    )
+    assert (result.stored, result.duplicates) == (1, 1)  # the first is an old key
+    assert counts(conn) == (1, 100)
+    conn.close()
+
+
+def test_the_readings_view_routes_inserts_and_deletes(tmp_path: Path) -> None:
+    conn, _writer, _tracker = open_writer(tmp_path / "v.db")
+    conn.execute("INSERT INTO series (sensor_id, metric, created_at) VALUES ('a', 't', 0)")
+    conn.execute("INSERT OR REPLACE INTO storage_state VALUES (?, ?)", (CEILING_KEY, T0))
+    conn.executemany(
+        "INSERT OR IGNORE INTO readings VALUES (1, ?, ?)",
+        [(T0 - 1000, 1.0), (T0, 2.0), (T0, 3.0), (T0 + 1000, 4.0)],
+    )
+    assert counts(conn) == (2, 1)
+    conn.execute("DELETE FROM readings WHERE ts IN (?, ?)", (T0 - 1000, T0))
+    assert counts(conn) == (1, 0)
+    conn.close()
+
+
+def test_queries_see_both_tables(tmp_path: Path) -> None:
+    conn, writer, _tracker = open_writer(tmp_path / "q.db")
+    write(conn, writer, readings(90, T0, sensors=3))  # 30 readings each, 1 s apart
+    compact_below(conn, T0 + 10_000)
+    write(conn, writer, [Reading("s9", "t", T0 + 5000, 7.0)])  # only cold (late)
+    conn.close()
+    ro = open_readonly(tmp_path / "q.db")
+    try:
+        latest = {(r.sensor_id, r.last_ts_ms, r.last_value) for r in query.latest(ro)}
+        assert latest == {
+            ("s0", T0 + 29_000, 87.0),
+            ("s1", T0 + 29_000, 88.0),
+            ("s2", T0 + 29_000, 89.0),
+            ("s9", T0 + 5000, 7.0),
+        }
+        only = query.latest(ro, sensor="s1")
+        assert [(r.last_ts_ms, r.last_value) for r in only] == [(T0 + 29_000, 88.0)]
+        info = {s.sensor_id: s for s in query.sensors(ro)}
+        assert (info["s0"].count, info["s0"].first_ts_ms, info["s0"].last_ts_ms) == (
+            30,
+            T0,
+            T0 + 29_000,
+        )
+        assert (info["s9"].count, info["s9"].last_value) == (1, 7.0)
+        assert query.time_bounds(ro) == (T0, T0 + 29_000)
+        rows = list(query.readings(ro, sensor="s0", limit=0))
+        assert [r.ts_ms for r in rows] == [T0 + i * 1000 for i in range(30)]
+        assert query.stats(ro, tmp_path / "q.db").readings == 91
+    finally:
+        ro.close()
