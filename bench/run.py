@@ -292,10 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated parts: {','.join(PARTS)}")
     parser.add_argument("--scenarios", help="comma-separated scenario names (e.g. json-1,json-100)")
     parser.add_argument("--runs", type=int, help="override the runs per subscriber")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        help="multiply the drains' message counts (e.g. 10 for sustained runs that include"
+        " compaction; the broker must hold the backlog)",
+    )
+    parser.add_argument("--latency-s", type=float, help="override the latency runs' seconds")
     args = parser.parse_args(argv)
     plan = PLANS[args.size or ("quick" if args.quick else "full")]
     if args.runs:
         plan = Plan(**{**asdict(plan), "runs": args.runs})
+    if args.scale:
+        plan = Plan(**{**asdict(plan), "scale": plan.scale * args.scale})
+    if args.latency_s:
+        plan = Plan(**{**asdict(plan), "latency_s": args.latency_s})
     parts = set(PARTS) if not args.only else set(args.only.split(","))
     unknown = parts - set(PARTS)
     if unknown:

@@ -56,6 +56,7 @@ def _metrics_summary(gateway: Gateway) -> dict[str, Any]:
         "acks_dropped": m.acks_dropped,
         "paused_reads": m.paused_reads,
         "write_s": round(m.commit_duration.total, 3),
+        "compacted": m.storage.compacted_rows,
     }
 
 

@@ -14,11 +14,12 @@ the ``readings`` view: ``readings_hot`` keyed ``(ts, series_id)`` takes every ne
 reading (appends at the right edge of one B-tree: a commit rewrites a few pages, not a
 page per series), and the storage service moves rows older than a short lag into
 ``readings_cold`` keyed ``(series_id, ts)`` in large sorted chunks
-(:mod:`gateway.storage.compaction`). ``storage_state['cold_ceiling']`` separates them:
-every cold row has ``ts < ceiling`` and every hot row ``ts >= ceiling``, so a key can only
-ever be in the table its timestamp points to and each table's primary key keeps
-redeliveries out. ``readings`` (a ``UNION ALL`` view with INSTEAD OF triggers) stays the
-table everything else reads, and inserts and deletes through it are routed the same way.
+(:mod:`gateway.storage.compaction`). No key is ever in both: every cold row is older
+than ``storage_state['cold_ceiling']`` (a move raises it), so a reading at or above the
+ceiling can only collide in the hot table, and one below it is inserted only if the cold
+table does not hold its key — each table's primary key keeps redeliveries out.
+``readings`` (a ``UNION ALL`` view with INSTEAD OF triggers) stays the table everything
+else reads; inserts through it follow the same rule, deletes reach both tables.
 
 The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS[n]`` takes a database
 from version ``n`` to ``n + 1``; they run in order inside one transaction at open.
@@ -100,9 +101,7 @@ MIGRATIONS: list[str] = [
     """,
     # 2 → 3: hot/cold split of the readings (see the module docstring). The ceiling of
     # an existing database is just above its newest reading (one index seek per
-    # series), so everything already stored stays cold, and never below the 1-minute
-    # rollup watermark (rollups read only cold rows; a reading below the watermark must
-    # take the late-data path).
+    # series): everything already stored is cold.
     """
     ALTER TABLE readings RENAME TO readings_cold;
     CREATE TABLE readings_hot (
@@ -112,9 +111,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (ts, series_id)
     ) WITHOUT ROWID;
     INSERT OR REPLACE INTO storage_state (key, value)
-        SELECT 'cold_ceiling', max(
-            coalesce(max((SELECT max(ts) FROM readings_cold WHERE series_id = s.id)) + 1, 0),
-            coalesce((SELECT value FROM storage_state WHERE key = 'rollup_1m.watermark'), 0))
+        SELECT 'cold_ceiling',
+               coalesce(max((SELECT max(ts) FROM readings_cold WHERE series_id = s.id)) + 1, 0)
         FROM series AS s;
     CREATE VIEW readings (series_id, ts, value) AS
         SELECT series_id, ts, value FROM readings_cold
@@ -123,10 +121,9 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER readings_insert INSTEAD OF INSERT ON readings BEGIN
         INSERT INTO readings_hot (ts, series_id, value)
             SELECT NEW.ts, NEW.series_id, NEW.value
-            WHERE NEW.ts >= (SELECT value FROM storage_state WHERE key = 'cold_ceiling');
-        INSERT INTO readings_cold (series_id, ts, value)
-            SELECT NEW.series_id, NEW.ts, NEW.value
-            WHERE NEW.ts < (SELECT value FROM storage_state WHERE key = 'cold_ceiling');
+            WHERE NOT EXISTS (
+                SELECT 1 FROM readings_cold WHERE series_id = NEW.series_id AND ts = NEW.ts
+            );
     END;
     CREATE TRIGGER readings_delete INSTEAD OF DELETE ON readings BEGIN
         DELETE FROM readings_hot WHERE ts = OLD.ts AND series_id = OLD.series_id;

@@ -39,7 +39,6 @@ ROWS_PER_STATEMENT = 2048
 999 before — older libraries fall back to smaller chunks in :func:`insert_rows`)."""
 _series_key = operator.itemgetter(0, 1, 4, 5)  # Reading → (sensor_id, metric, unit, tags)
 _ts_of = operator.itemgetter(2)
-_series_of = operator.itemgetter(0)
 _value_of = operator.itemgetter(3)
 _INSERT_DEAD = (
     "INSERT INTO dead_letters (received_at, subscription, topic, payload, payload_size, reason)"
@@ -60,6 +59,19 @@ def _insert_many(table: str, count: int) -> str:
     )
 
 
+@functools.cache
+def _insert_many_new_to_cold(count: int) -> str:
+    """Into the hot table, skipping keys the cold table already holds (one index seek
+    each): for readings older than the ceiling, which may have been moved already."""
+    return (
+        f"INSERT OR IGNORE INTO {HOT} (series_id, ts, value)"
+        " SELECT v.column1, v.column2, v.column3 FROM (VALUES "
+        + ",".join(["(?,?,?)"] * count)
+        + f") AS v WHERE NOT EXISTS (SELECT 1 FROM {COLD} AS c"
+        " WHERE c.series_id = v.column1 AND c.ts = v.column2)"
+    )
+
+
 def cold_ceiling(conn: sqlite3.Connection) -> int:
     """The current hot/cold boundary (read inside the writer's transaction)."""
     row = conn.execute("SELECT value FROM storage_state WHERE key = ?", (CEILING_KEY,)).fetchone()
@@ -67,10 +79,15 @@ def cold_ceiling(conn: sqlite3.Connection) -> int:
 
 
 def insert_rows(
-    conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float]], table: str = HOT
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[int, int, float]],
+    table: str = HOT,
+    *,
+    skip_cold: bool = False,
 ) -> int:
     """Insert ``(series_id, ts, value)`` ``rows`` into ``table`` (duplicates of stored keys
-    are ignored); returns how many were new.
+    are ignored; with ``skip_cold``, into the hot table minus keys the cold table holds);
+    returns how many were new.
 
     Multi-row INSERTs of up to :data:`ROWS_PER_STATEMENT` rows (chunk sizes are powers
     of two, so a handful of statements cover every batch and stay in sqlite3's
@@ -92,7 +109,8 @@ def insert_rows(
         size = top
         while size > total - pos:
             size >>= 1
-        stored += conn.execute(_insert_many(table, size), flat[3 * pos : 3 * (pos + size)]).rowcount
+        sql = _insert_many_new_to_cold(size) if skip_cold else _insert_many(table, size)
+        stored += conn.execute(sql, flat[3 * pos : 3 * (pos + size)]).rowcount
         pos += size
     return stored
 
@@ -220,21 +238,19 @@ class BatchWriter:
             return 0, 0, fresh
         ceiling = cold_ceiling(conn)
         if min(stamps) >= ceiling:
-            # The usual case (decided in C): everything is newer than the cold data and
-            # appends to the time-ordered hot table — arrival order is (nearly) its key
-            # order, so no sort is needed for locality.
-            return insert_rows(conn, rows, HOT), len(rows), fresh
-        # Late readings (older than the ceiling) go straight to the per-series table,
-        # grouped by series so each of its B-tree pages is touched once. Sorting on the
-        # series id alone is stable and about twice as fast as comparing whole tuples.
-        late = [row for row in rows if row[1] < ceiling]
-        fresh_rows = [row for row in rows if row[1] >= ceiling]
-        late.sort(key=_series_of)
-        stored = insert_rows(conn, late, COLD) + insert_rows(conn, fresh_rows, HOT)
+            # The usual case (decided in C): every key is newer than anything cold, so
+            # the hot table's primary key alone keeps duplicates out; arrival order is
+            # (nearly) its key order, so no sort is needed for locality.
+            stored = insert_rows(conn, rows, HOT)
+        else:
+            # Readings older than the ceiling (late data, a redelivery of something
+            # already moved, a backlog after an outage) also go to the hot table, minus
+            # the keys already in the cold one.
+            old = [row for row in rows if row[1] < ceiling]
+            new = [row for row in rows if row[1] >= ceiling]
+            stored = insert_rows(conn, old, skip_cold=True) + insert_rows(conn, new, HOT)
         if self.after_insert is not None:
-            # Only late rows can fall below the rollup watermark, which never passes
-            # the ceiling (gateway.storage.rollups).
-            self.after_insert(conn, late)
+            self.after_insert(conn, rows)
         return stored, len(rows), fresh
 
     def remember(self, fresh: dict[SeriesKey, int]) -> None:

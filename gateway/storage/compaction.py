@@ -9,9 +9,11 @@ commit (``docs/decisions/0079-hot-table.md``).
 
 A step is one transaction on the writer's connection: it moves every hot row below a
 new boundary, deletes them from the hot table and raises ``cold_ceiling`` to that
-boundary — so at every commit cold rows are below the ceiling and hot rows at or above
-it, and a key can only be stored in the table its timestamp points to (the writer
-routes each reading by the same rule, :meth:`gateway.sinks.sqlite.BatchWriter.insert`).
+boundary. Cold rows are therefore always older than the ceiling, which is what lets the
+writer skip the cold table for newer readings and probe it only for older ones
+(:meth:`gateway.sinks.sqlite.BatchWriter.insert`): no key is ever stored in both.
+The rollups read only the cold table and stop at the oldest hot reading
+(:mod:`gateway.storage.rollups`).
 
 When a step moves rows:
 
@@ -23,8 +25,9 @@ When a step moves rows:
 * ``force`` (tools, tests, shutdown) → move everything.
 
 "Older than the lag" is measured against the wall clock: readings stamped in the future
-stay hot until their time has come, and a fleet that went quiet is moved completely
-(so its last readings reach the rollups and, eventually, retention).
+stay hot until their time has come, and the last readings of a fleet that went quiet are
+moved once they are ``max_age_ms`` old (so they reach the rollups and, eventually,
+retention).
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ minute land in the cheap table, and the 1-minute rollups (whose grace is the sam
 never wait for a move."""
 CHUNK_ROWS = 50_000
 MAX_AGE_MS = 120_000
-IDLE_STEP_MS = 60_000
 
 
 def compact_step(
@@ -75,13 +77,11 @@ def _move(
     # Both ends of the (ts, series_id) key: two index seeks.
     oldest = conn.execute(f"SELECT ts FROM {HOT} ORDER BY ts LIMIT 1").fetchone()
     if oldest is None:
-        _raise_idle_ceiling(conn, now_ms - lag_ms)
         return 0
     oldest_ts = int(oldest[0])
     newest = int(conn.execute(f"SELECT ts FROM {HOT} ORDER BY ts DESC LIMIT 1").fetchone()[0])
     target = newest + 1 if force else now_ms - lag_ms
     if target <= oldest_ts:
-        _raise_idle_ceiling(conn, target)
         return 0
     upto: int | None = None
     if not force:
@@ -101,27 +101,19 @@ def _move(
     return move_below(conn, upto)
 
 
-def _raise_idle_ceiling(conn: sqlite3.Connection, target: int) -> None:
-    """Nothing hot is below ``target``: let the ceiling follow the clock anyway (the
-    rollups stop at it), in whole-minute steps so an idle gateway writes once a minute."""
-    if target - cold_ceiling(conn) >= IDLE_STEP_MS:
-        move_below(conn, target)
-
-
 def move_below(conn: sqlite3.Connection, upto: int) -> int:
     """Inside the caller's transaction: move every hot row with ``ts < upto`` and raise
-    the ceiling to ``upto`` (never lowers it). Returns rows moved."""
-    if upto <= cold_ceiling(conn):
-        return 0
+    the ceiling to at least ``upto``. Returns rows moved."""
     conn.execute(
         f"INSERT OR IGNORE INTO {COLD} (series_id, ts, value)"
         f" SELECT series_id, ts, value FROM {HOT} WHERE ts < ? ORDER BY series_id, ts",
         (upto,),
     )
     moved = int(conn.execute(f"DELETE FROM {HOT} WHERE ts < ?", (upto,)).rowcount)
-    conn.execute(
-        "INSERT OR REPLACE INTO storage_state (key, value) VALUES (?, ?)", (CEILING_KEY, upto)
-    )
+    if upto > cold_ceiling(conn):
+        conn.execute(
+            "INSERT OR REPLACE INTO storage_state (key, value) VALUES (?, ?)", (CEILING_KEY, upto)
+        )
     return moved
 
 

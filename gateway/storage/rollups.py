@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.sinks.sqlite import COLD, HOT, cold_ceiling
+from gateway.sinks.sqlite import COLD, HOT
 from gateway.storage.compaction import compact_below
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,13 @@ PURGED_BEFORE = {
 def floor_to(ts_ms: int, size_ms: int) -> int:
     """Start of the bucket of size ``size_ms`` holding ``ts_ms`` (epoch aligned)."""
     return ts_ms - ts_ms % size_ms
+
+
+def hot_floor(conn: sqlite3.Connection) -> int:
+    """The oldest hot reading's timestamp (a huge number when the hot table is empty):
+    every reading older than it is in the per-series table."""
+    row = conn.execute(f"SELECT ts FROM {HOT} ORDER BY ts LIMIT 1").fetchone()
+    return int(row[0]) if row is not None else 2**62
 
 
 def get_state(conn: sqlite3.Connection, key: str) -> int | None:
@@ -244,9 +251,11 @@ class RollupJob:
         hours: set[tuple[int, int]] = set()
         try:
             while True:
+                # A dirty minute whose late reading is still hot waits until it is cold.
                 rows = conn.execute(
-                    "SELECT series_id, bucket FROM rollup_dirty"
-                    " ORDER BY series_id, bucket LIMIT 256"
+                    "SELECT series_id, bucket FROM rollup_dirty WHERE bucket <= ?"
+                    " ORDER BY series_id, bucket LIMIT 256",
+                    (hot_floor(conn) - MINUTE_MS,),
                 ).fetchall()
                 if not rows:
                     return True
@@ -277,9 +286,9 @@ class RollupJob:
 
     def _start_minutes(self, conn: sqlite3.Connection, now_ms: int) -> _Window | None:
         key = WATERMARK[TIER_1M.name]
-        # Rollups read only the per-series table: never past the hot/cold ceiling
-        # (gateway.storage.compaction), so a reading at or above it is never late.
-        target = floor_to(min(now_ms - self.grace_ms, cold_ceiling(conn)), MINUTE_MS)
+        # Rollups read only the per-series table: never past the oldest hot reading
+        # (gateway.storage.compaction); everything below it is cold.
+        target = floor_to(min(now_ms - self.grace_ms, hot_floor(conn)), MINUTE_MS)
         watermark = get_state(conn, key)
         if watermark is None:
             oldest = oldest_ts(conn)

@@ -14,12 +14,8 @@ from gateway import query
 from gateway.models import Reading
 from gateway.sinks.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from gateway.sinks.sqlite import CEILING_KEY, BatchWriter, cold_ceiling, open_readonly
-from gateway.storage.compaction import (
-    LAG_MS,
-    compact_all,
-    compact_below,
-    compact_step,
-)
+from gateway.storage.compaction import compact_all, compact_below, compact_step
+from gateway.storage.rollups import WATERMARK, RollupJob, get_state
 from tests.unit.storage_helpers import MINUTE, T0, open_writer, write
 
 
@@ -30,12 +26,15 @@ def counts(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def assert_split(conn: sqlite3.Connection) -> None:
-    """The layout's invariant: cold rows below the ceiling, hot rows at or above it."""
+    """The layout's invariants: cold rows below the ceiling, no key in both tables."""
     ceiling = cold_ceiling(conn)
     cold_max = conn.execute("SELECT max(ts) FROM readings_cold").fetchone()[0]
-    hot_min = conn.execute("SELECT min(ts) FROM readings_hot").fetchone()[0]
     assert cold_max is None or cold_max < ceiling
-    assert hot_min is None or hot_min >= ceiling
+    both = conn.execute(
+        "SELECT count(*) FROM readings_hot h JOIN readings_cold c"
+        " ON c.series_id = h.series_id AND c.ts = h.ts"
+    ).fetchone()[0]
+    assert both == 0
 
 
 def readings(n: int, start: int, sensors: int = 3, step_ms: int = 1000) -> list[Reading]:
@@ -45,16 +44,24 @@ def readings(n: int, start: int, sensors: int = 3, step_ms: int = 1000) -> list[
     ]
 
 
-def test_new_readings_go_to_the_hot_table_and_late_ones_to_the_cold(tmp_path: Path) -> None:
+def test_every_reading_goes_to_the_hot_table_unless_its_key_is_cold(tmp_path: Path) -> None:
     conn, writer, _tracker = open_writer(tmp_path / "a.db")
     write(conn, writer, readings(30, T0))
     assert counts(conn) == (30, 0)
     moved = compact_below(conn, T0 + 5000)
     assert moved == 15 and counts(conn) == (15, 15)
     assert cold_ceiling(conn) == T0 + 5000
-    # A late reading (below the ceiling) goes straight to the per-series table.
-    result = writer.write(conn, [Reading("s0", "t", T0 + 500, 9.0)], [])
-    assert result.stored == 1 and counts(conn) == (15, 16)
+    # Older than the ceiling: a new key still goes to the hot table (cheap), a key the
+    # cold table holds is a duplicate.
+    result = writer.write(
+        conn, [Reading("s0", "t", T0 + 500, 9.0), Reading("s0", "t", T0, 8.0)], []
+    )
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert counts(conn) == (16, 15)
+    assert_split(conn)
+    # The next move takes it along.
+    compact_below(conn, T0 + 6000)
+    assert counts(conn) == (12, 19)
     assert_split(conn)
     conn.close()
 
@@ -102,14 +109,28 @@ def test_future_readings_stay_hot_until_their_time(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_an_idle_ceiling_follows_the_clock_in_minute_steps(tmp_path: Path) -> None:
-    conn, _writer, _tracker = open_writer(tmp_path / "i.db")
-    compact_step(conn, T0, chunk_rows=1000)
-    assert cold_ceiling(conn) == T0 - LAG_MS
-    compact_step(conn, T0 + 30_000, chunk_rows=1000)  # less than a minute later: no write
-    assert cold_ceiling(conn) == T0 - LAG_MS
-    compact_step(conn, T0 + MINUTE, chunk_rows=1000)
-    assert cold_ceiling(conn) == T0 + MINUTE - LAG_MS
+def test_rollups_stop_at_the_oldest_hot_reading(tmp_path: Path) -> None:
+    conn, writer, tracker = open_writer(tmp_path / "r.db")
+    write(conn, writer, readings(600, T0, sensors=1))  # 10 minutes, 1 per second
+    compact_below(conn, T0 + 4 * MINUTE + 30_000)
+    job = RollupJob(tracker)
+    while not job.step(conn, T0 + 60 * MINUTE, 1.0).caught_up:
+        pass
+    assert get_state(conn, WATERMARK["1m"]) == T0 + 4 * MINUTE
+    # A late reading in an already rolled-up minute: marked dirty at once, recomputed
+    # only once it is cold (the rollup reads the cold table).
+    write(conn, writer, [Reading("s0", "t", T0 + 1500, 100.0)])
+    assert counts(conn) == (331, 270)
+    while not job.step(conn, T0 + 60 * MINUTE, 1.0).caught_up:
+        pass
+    assert conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 1
+    assert conn.execute("SELECT vmax FROM rollup_1m WHERE bucket = ?", (T0,)).fetchone()[0] < 100
+    compact_step(conn, T0 + 60 * MINUTE, chunk_rows=1000)
+    while not job.step(conn, T0 + 60 * MINUTE, 1.0).caught_up:
+        pass
+    assert conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 0
+    assert conn.execute("SELECT vmax FROM rollup_1m WHERE bucket = ?", (T0,)).fetchone()[0] == 100
+    assert counts(conn) == (0, 601)
     conn.close()
 
 
@@ -180,8 +201,7 @@ def test_upgrading_a_version2_database_keeps_its_data_cold(tmp_path: Path) -> No
     assert migrate(conn) == 2
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert counts(conn) == (0, 100)
-    # Above the newest reading, and never below the rollup watermark.
-    assert cold_ceiling(conn) == max(T0 + 99 * 1000 + 1, T0 + 10 * MINUTE)
+    assert cold_ceiling(conn) == T0 + 99 * 1000 + 1  # just above the newest reading
     writer = BatchWriter(1024, 100, 1000)
     writer.load(conn)
     result = writer.write(
@@ -189,18 +209,21 @@ def test_upgrading_a_version2_database_keeps_its_data_cold(tmp_path: Path) -> No
     )
     assert (result.stored, result.duplicates) == (1, 1)  # the first is an old key
     assert counts(conn) == (1, 100)
+    assert_split(conn)
     conn.close()
 
 
 def test_the_readings_view_routes_inserts_and_deletes(tmp_path: Path) -> None:
     conn, _writer, _tracker = open_writer(tmp_path / "v.db")
     conn.execute("INSERT INTO series (sensor_id, metric, created_at) VALUES ('a', 't', 0)")
+    conn.execute("INSERT INTO readings_cold VALUES (1, ?, 1.0)", (T0 - 1000,))
     conn.execute("INSERT OR REPLACE INTO storage_state VALUES (?, ?)", (CEILING_KEY, T0))
     conn.executemany(
         "INSERT OR IGNORE INTO readings VALUES (1, ?, ?)",
-        [(T0 - 1000, 1.0), (T0, 2.0), (T0, 3.0), (T0 + 1000, 4.0)],
+        [(T0 - 1000, 5.0), (T0 - 2000, 2.0), (T0, 3.0), (T0, 4.0)],
     )
-    assert counts(conn) == (2, 1)
+    assert counts(conn) == (2, 1)  # the cold key and the repeated hot key were skipped
+    assert_split(conn)
     conn.execute("DELETE FROM readings WHERE ts IN (?, ?)", (T0 - 1000, T0))
     assert counts(conn) == (1, 0)
     conn.close()

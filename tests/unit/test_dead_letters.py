@@ -309,8 +309,7 @@ def test_replayed_old_readings_are_marked_for_rollup(config: Path, db: Path, cap
 
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        set_state(conn, WATERMARK["1m"], NOW)  # rollups are done up to now...
-        set_state(conn, "cold_ceiling", NOW)  # ...so everything older was compacted
+        set_state(conn, WATERMARK["1m"], NOW)  # rollups are done up to now
     finally:
         conn.close()
     cli(capsys, "dead-letters", "replay", "-c", str(config), "--all")

@@ -41,6 +41,14 @@ def hot_rows(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM readings_hot").fetchone()[0])
 
 
+def settle(conn: sqlite3.Connection, job: RollupJob, now: int) -> None:
+    """What the storage service does each round: move what is due out of the hot
+    table, then roll up until caught up."""
+    compact_step(conn, now, chunk_rows=1000)
+    while not job.step(conn, now, 1.0).caught_up:
+        pass
+
+
 def check_rollups(conn: sqlite3.Connection) -> None:
     assert_same(stored(conn, "rollup_1m"), direct(conn, MINUTE))
     assert_same(stored(conn, "rollup_1h"), direct(conn, HOUR))
@@ -144,21 +152,18 @@ def test_late_data_changes_min_max_sum_count_and_last_only_if_newer(tmp_path: Pa
     write(conn, writer, [Reading("s", "t", minute + 5_000, 100.0)])
     write(conn, writer, [Reading("s", "t", minute + 6_000, -100.0)])
     assert conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0] == 1
-    while not job.step(conn, now, 1.0).caught_up:
-        pass
+    settle(conn, job, now)
     assert stored(conn, "rollup_1m")[(1, minute)] == (-100.0, 100.0, 10.0, 6, 4.0, minute + 40_000)
     assert stored(conn, "rollup_1h")[(1, T0)] == (-100.0, 100.0, 10.0, 6, 4.0, minute + 40_000)
 
     # Newer than the last reading (still late for the rollup): it becomes last.
     write(conn, writer, [Reading("s", "t", minute + 50_000, 7.0)])
-    while not job.step(conn, now, 1.0).caught_up:
-        pass
+    settle(conn, job, now)
     assert stored(conn, "rollup_1m")[(1, minute)] == (-100.0, 100.0, 17.0, 7, 7.0, minute + 50_000)
 
     # A redelivered duplicate changes nothing.
     write(conn, writer, [Reading("s", "t", minute + 50_000, 999.0)])
-    while not job.step(conn, now, 1.0).caught_up:
-        pass
+    settle(conn, job, now)
     check_rollups(conn)
     assert stored(conn, "rollup_1h")[(1, T0)][3] == 7
     conn.close()
