@@ -130,7 +130,8 @@ def render(data: dict[str, Any]) -> str:
         qdb = data.get("query_db", {})
         out.append(
             f"\n## Queries on a generated {qdb.get('rows', 0):,}-row database"
-            f" ({qdb.get('bytes_per_reading', 0):.1f} B/reading, written in key order)\n\n"
+            f" ({qdb.get('bytes_per_reading', 0):.1f} B/reading, written in key order; the"
+            " last 35 s of every series in the hot table)\n\n"
         )
         out.append(
             _table(
@@ -141,7 +142,7 @@ def render(data: dict[str, Any]) -> str:
                         f"{q['rows']:,}",
                         f"{q['first_ms']:.1f}",
                         f"{q['median_ms']:.1f}",
-                        f"≤ {q['target_ms']:.0f}",
+                        f"≤ {q['target_ms']:.0f}" if q["target_ms"] else "report",
                     ]
                     for q in data["queries"]
                 ],
@@ -254,10 +255,11 @@ def targets(data: dict[str, Any]) -> list[dict[str, str]]:
                 None,
             )
     for q in data["queries"]:
+        target = q["target_ms"]
         add(
             f"query: {q['name']}",
-            f"≤ {q['target_ms']:.0f} ms",
+            f"≤ {target:.0f} ms" if target else "report",
             f"{q['median_ms']:.1f} ms",
-            q["median_ms"] <= q["target_ms"],
+            q["median_ms"] <= target if target else None,
         )
     return out

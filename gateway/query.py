@@ -337,8 +337,9 @@ class Latest:
 def latest(
     conn: sqlite3.Connection, sensor: str | None = None, metric: str | None = None
 ) -> list[Latest]:
-    """The newest reading of every matching series, in one statement (an index seek
-    per series, no scan), ordered by sensor and metric. At most
+    """The newest reading of every matching series, ordered by sensor and metric: an
+    index seek per series in the per-series table, then a walk back from the newest end
+    of the hot table until every series was seen (:func:`_hot_latest`). At most
     :data:`MAX_SERIES_PER_QUERY` series."""
     cold = _raw_table(conn)
     sql = (
@@ -354,18 +355,31 @@ def latest(
         raise QueryError(
             f"more than {MAX_SERIES_PER_QUERY} series match; narrow with sensor or metric"
         )
-    hot: dict[int, tuple[int, int, float, int]] = {}
-    if cold != "readings" and rows:
-        hot = _hot_summary(
-            conn, None if sensor is None and metric is None else [r[0] for r in rows]
-        )
+    hot = _hot_latest(conn, {r[0] for r in rows}) if cold != "readings" and rows else {}
     out: list[Latest] = []
     for r in rows:
-        ts, value = r[5], r[6]
-        if r[0] in hot:
-            _first, ts, value, _count = hot[r[0]]
+        ts, value = hot.get(r[0], (r[5], r[6]))
         out.append(Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), ts, value))
     return out
+
+
+def _hot_latest(conn: sqlite3.Connection, wanted: set[int]) -> dict[int, tuple[int, float]]:
+    """series id → (ts, value) of its newest hot reading, for the ``wanted`` series that
+    have one. Walks the time-keyed hot table from its newest end and stops once every
+    wanted series was seen: a fleet that reports regularly is found within its last
+    reporting interval; series without hot readings cost a walk of the whole (bounded)
+    table."""
+    found: dict[int, tuple[int, float]] = {}
+    cursor = conn.execute("SELECT series_id, ts, value FROM readings_hot ORDER BY ts DESC")
+    while len(found) < len(wanted):
+        chunk = cursor.fetchmany(4096)
+        if not chunk:
+            break
+        for series_id, ts, value in chunk:
+            if series_id in wanted and series_id not in found:
+                found[series_id] = (ts, value)
+    cursor.close()
+    return found
 
 
 def time_bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
