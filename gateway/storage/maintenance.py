@@ -108,6 +108,9 @@ class Maintenance:
         self.guard = guard
         self.clock = clock
         self.rollups = RollupJob(tracker)
+        self.compactor = compaction.Compactor(
+            config.compaction_rows, max_age_ms=int(config.hot_max_age_s * 1000)
+        )
         self.tracker = tracker
         self.retention = retention_of(config)
         self.purgers = {tier: Purger(tier) for tier in TABLES}
@@ -328,23 +331,17 @@ class Maintenance:
                     await task
 
     async def compact(self) -> int:
-        """Move hot readings into the per-series table while a move is due
-        (:mod:`gateway.storage.compaction`); returns rows moved."""
+        """Move hot readings into the per-series table while a round is due or under
+        way (:mod:`gateway.storage.compaction`), one short step at a time; returns rows
+        moved."""
         total = 0
         deadline = time.monotonic() + self.round_s
         while time.monotonic() < deadline:
-            moved = await self._step(
-                functools.partial(
-                    compaction.compact_step,
-                    now_ms=self.clock(),
-                    chunk_rows=self.config.compaction_rows,
-                    max_age_ms=int(self.config.hot_max_age_s * 1000),
-                )
-            )
+            moved = await self._step(functools.partial(self.compactor.step, now_ms=self.clock()))
             total += moved
             self.metrics.storage.compacted_rows += moved
-            if moved == 0:
-                break
+            if moved == 0 and not self.compactor.in_round:
+                break  # nothing (more) is due
         return total
 
     async def _compactions(self) -> None:
