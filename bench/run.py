@@ -97,6 +97,9 @@ def summarize(runs: list[RunResult]) -> dict[str, Any]:
         "bytes_per_reading": statistics.median(r.bytes_per_reading for r in good),
         "table_bytes_per_reading": statistics.median(r.table_bytes_per_reading for r in good),
         "bytes_per_series": statistics.median(r.bytes_per_series for r in good),
+        "compacted_bytes_per_reading": statistics.median(
+            r.compacted_bytes_per_reading for r in good
+        ),
         "all": [r.as_dict() for r in runs],
     }
 
