@@ -218,16 +218,11 @@ def _raw_table(conn: sqlite3.Connection) -> str:
     return "readings" if row is None else "readings_cold"
 
 
-def _hot_summary(
-    conn: sqlite3.Connection, series_ids: Sequence[int] | None = None
-) -> dict[int, tuple[int, int, float, int]]:
+def _hot_summary(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float, int]]:
     """series id → (first ts, last ts, last value, count) over the hot table, in one
     pass over it (it holds only the last seconds to minutes of data)."""
     sql = "SELECT series_id, min(ts), max(ts), count(*) FROM readings_hot"
     params: list[object] = []
-    if series_ids is not None:
-        sql += f" WHERE series_id IN ({','.join('?' * len(series_ids))})"
-        params = list(series_ids)
     out: dict[int, tuple[int, int, float, int]] = {}
     for series_id, first, last, count in conn.execute(sql + " GROUP BY series_id", params):
         value = conn.execute(

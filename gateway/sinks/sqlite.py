@@ -182,8 +182,8 @@ class BatchWriter:
             Callable[[sqlite3.Connection, list[tuple[int, int, float]]], None] | None
         ) = None
         """Called inside the transaction after the readings' INSERT with the batch's
-        ``(series_id, ts, value)`` rows, grouped by series id (arrival order within a
-        series) — rollup late-data tracking, gateway.storage."""
+        ``(series_id, ts, value)`` rows in arrival order (duplicates included) — rollup
+        late-data tracking, gateway.storage."""
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Warm the series cache (newest series first, up to the cache size)."""
@@ -216,7 +216,8 @@ class BatchWriter:
         self, conn: sqlite3.Connection, readings: Sequence[Reading]
     ) -> tuple[int, int, dict[SeriesKey, int]]:
         """Insert ``readings`` inside the caller's open transaction: resolve (and create)
-        their series, insert sorted rows, run :attr:`after_insert`. Returns
+        their series, insert the rows into the hot table (minus keys already cold, for
+        readings older than the cold ceiling), run :attr:`after_insert`. Returns
         ``(stored, attempted, new_series)``; pass ``new_series`` to :meth:`remember`
         once the transaction committed."""
         cache = self.series_ids

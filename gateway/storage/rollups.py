@@ -163,7 +163,7 @@ class LateDataTracker:
     """Marks 1-minute buckets that receive readings below the rollup threshold.
 
     Installed as ``BatchWriter.after_insert``: called inside each batch's transaction
-    with the batch's sorted ``(series_id, ts, value)`` rows, so a dirty mark commits or
+    with the batch's ``(series_id, ts, value)`` rows, so a dirty mark commits or
     rolls back with the readings it describes. Cost on the hot path: a ``min`` over the
     batch's timestamps (~50–65 ns per reading), plus an insert per late bucket.
     """
