@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.baselines import event_loop_factory, vmhwm_kb, vmrss_kb
-from gateway.app import Gateway, install_signal_handlers
+from gateway.app import Gateway, install_signal_handlers, tune_interpreter
 from gateway.config import Settings
 from gateway.models import DeadLetter, Reading
 from gateway.sinks.base import WriteResult
@@ -173,6 +173,7 @@ async def latency(settings: Settings) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_interpreter()  # as `tidegate run` does
     parser = argparse.ArgumentParser(prog="python -m bench.tidegate_sub")
     parser.add_argument("--settings", required=True, help="Settings as JSON")
     sub = parser.add_subparsers(dest="mode", required=True)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.app import Service, serve
+from gateway.app import Service, serve, tune_interpreter
 from gateway.cli.common import add_config_argument, settings_from, setup_logging
 from gateway.config import Settings
 
@@ -44,6 +44,7 @@ def _event_loop_factory() -> Any:
 def handle(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.log.level)
+    tune_interpreter()
     factory = _event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         clean = runner.run(serve(settings, default_services(settings)))
