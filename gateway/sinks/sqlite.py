@@ -49,12 +49,12 @@ _INSERT_DEAD = (
 HOT = "readings_hot"
 COLD = "readings_cold"
 CEILING_KEY = "cold_ceiling"
-"""``storage_state`` key: cold rows have ``ts`` below it, hot rows at or above it."""
+"""``storage_state`` key: every cold row's ``ts`` is below it (gateway.storage.compaction)."""
 
 
 @functools.cache
-def _insert_many(table: str, count: int) -> str:
-    return f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES " + ",".join(
+def _insert_many(count: int) -> str:
+    return f"INSERT OR IGNORE INTO {HOT} (series_id, ts, value) VALUES " + ",".join(
         ["(?,?,?)"] * count
     )
 
@@ -79,14 +79,10 @@ def cold_ceiling(conn: sqlite3.Connection) -> int:
 
 
 def insert_rows(
-    conn: sqlite3.Connection,
-    rows: Sequence[tuple[int, int, float]],
-    table: str = HOT,
-    *,
-    skip_cold: bool = False,
+    conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float]], *, skip_cold: bool = False
 ) -> int:
-    """Insert ``(series_id, ts, value)`` ``rows`` into ``table`` (duplicates of stored keys
-    are ignored; with ``skip_cold``, into the hot table minus keys the cold table holds);
+    """Insert ``(series_id, ts, value)`` ``rows`` into the hot table (duplicates of its
+    keys are ignored; with ``skip_cold``, also rows whose key the cold table holds);
     returns how many were new.
 
     Multi-row INSERTs of up to :data:`ROWS_PER_STATEMENT` rows (chunk sizes are powers
@@ -109,7 +105,7 @@ def insert_rows(
         size = top
         while size > total - pos:
             size >>= 1
-        sql = _insert_many_new_to_cold(size) if skip_cold else _insert_many(table, size)
+        sql = _insert_many_new_to_cold(size) if skip_cold else _insert_many(size)
         stored += conn.execute(sql, flat[3 * pos : 3 * (pos + size)]).rowcount
         pos += size
     return stored
@@ -242,14 +238,14 @@ class BatchWriter:
             # The usual case (decided in C): every key is newer than anything cold, so
             # the hot table's primary key alone keeps duplicates out; arrival order is
             # (nearly) its key order, so no sort is needed for locality.
-            stored = insert_rows(conn, rows, HOT)
+            stored = insert_rows(conn, rows)
         else:
             # Readings older than the ceiling (late data, a redelivery of something
             # already moved, a backlog after an outage) also go to the hot table, minus
             # the keys already in the cold one.
             old = [row for row in rows if row[1] < ceiling]
             new = [row for row in rows if row[1] >= ceiling]
-            stored = insert_rows(conn, old, skip_cold=True) + insert_rows(conn, new, HOT)
+            stored = insert_rows(conn, old, skip_cold=True) + insert_rows(conn, new)
         if self.after_insert is not None:
             self.after_insert(conn, rows)
         return stored, len(rows), fresh
