@@ -191,10 +191,12 @@ def sensors(
             else -1
         )
         if in_hot is not None:
-            # Hot rows are all newer than cold ones (gateway.storage.compaction).
+            # Usually newer than the cold rows, but a late reading can be hot too.
             hot_first, hot_last, hot_value, hot_count = in_hot
-            last = (hot_last, hot_value)
-            first = first or (hot_first,)
+            if last is None or hot_last > last[0]:
+                last = (hot_last, hot_value)
+            if first is None or hot_first < first[0]:
+                first = (hot_first,)
             count = count + hot_count if with_counts else -1
         yield SeriesInfo(
             series_id,
@@ -221,10 +223,10 @@ def _raw_table(conn: sqlite3.Connection) -> str:
 def _hot_summary(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float, int]]:
     """series id → (first ts, last ts, last value, count) over the hot table, in one
     pass over it (it holds only the last seconds to minutes of data)."""
-    sql = "SELECT series_id, min(ts), max(ts), count(*) FROM readings_hot"
-    params: list[object] = []
     out: dict[int, tuple[int, int, float, int]] = {}
-    for series_id, first, last, count in conn.execute(sql + " GROUP BY series_id", params):
+    for series_id, first, last, count in conn.execute(
+        "SELECT series_id, min(ts), max(ts), count(*) FROM readings_hot GROUP BY series_id"
+    ):
         value = conn.execute(
             "SELECT value FROM readings_hot WHERE ts = ? AND series_id = ?", (last, series_id)
         ).fetchone()[0]
@@ -353,7 +355,10 @@ def latest(
     hot = _hot_latest(conn, {r[0] for r in rows}) if cold != "readings" and rows else {}
     out: list[Latest] = []
     for r in rows:
-        ts, value = hot.get(r[0], (r[5], r[6]))
+        ts, value = r[5], r[6]
+        newest_hot = hot.get(r[0])
+        if newest_hot is not None and (ts is None or newest_hot[0] > ts):
+            ts, value = newest_hot  # usually; a late reading can be hot and older
         out.append(Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), ts, value))
     return out
 

@@ -260,7 +260,9 @@ def test_queries_see_both_tables(tmp_path: Path) -> None:
     conn, writer, _tracker = open_writer(tmp_path / "q.db")
     write(conn, writer, readings(90, T0, sensors=3))  # 30 readings each, 1 s apart
     compact_below(conn, T0 + 10_000)
-    write(conn, writer, [Reading("s9", "t", T0 + 5000, 7.0)])  # only cold (late)
+    write(conn, writer, [Reading("s9", "t", T0 + 5000, 7.0)])
+    compact_below(conn, T0 + 10_000)  # s9's reading is cold now
+    write(conn, writer, [Reading("s9", "t", T0 + 2000, 6.0)])  # late: hot, but older
     conn.close()
     ro = open_readonly(tmp_path / "q.db")
     try:
@@ -279,10 +281,15 @@ def test_queries_see_both_tables(tmp_path: Path) -> None:
             T0,
             T0 + 29_000,
         )
-        assert (info["s9"].count, info["s9"].last_value) == (1, 7.0)
+        assert (info["s9"].count, info["s9"].last_value) == (2, 7.0)
+        assert (info["s9"].first_ts_ms, info["s9"].last_ts_ms) == (T0 + 2000, T0 + 5000)
         assert query.time_bounds(ro) == (T0, T0 + 29_000)
+        # A late reading waiting in the hot table is not the latest.
+        assert [(r.last_ts_ms, r.last_value) for r in query.latest(ro, sensor="s9")] == [
+            (T0 + 5000, 7.0)
+        ]
         rows = list(query.readings(ro, sensor="s0", limit=0))
         assert [r.ts_ms for r in rows] == [T0 + i * 1000 for i in range(30)]
-        assert query.stats(ro, tmp_path / "q.db").readings == 91
+        assert query.stats(ro, tmp_path / "q.db").readings == 92
     finally:
         ro.close()
