@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,6 +137,14 @@ def _answers(port: int) -> bool:
         return False
 
 
+def wait_js(page: Any, expression: str, seconds: float = 30) -> None:
+    """Poll a JavaScript expression from Python. Playwright's ``wait_for_function``
+    polls with ``eval`` inside the page once the first check is false, which the
+    dashboard's Content-Security-Policy (``script-src 'self'``) rightly refuses; a
+    one-off ``evaluate`` goes through the DevTools protocol and is not subject to it."""
+    wait_for(lambda: bool(page.evaluate(expression)), seconds, interval=0.2, what=expression)
+
+
 def test_dashboard_shows_the_fleet_and_charts(dashboard: str) -> None:
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: run scripts/ensure-chromium.sh (make test does)")
@@ -160,25 +169,15 @@ def test_dashboard_shows_the_fleet_and_charts(dashboard: str) -> None:
             assert page.locator("#fleet tbody tr.stale").count() == 1
 
             # Charts render lines from the aggregate endpoint.
-            page.wait_for_function(
-                "document.querySelectorAll('#charts .chart path.line').length >= 8",
-                timeout=30_000,
-            )
+            wait_js(page, "document.querySelectorAll('#charts .chart path.line').length >= 8")
 
             # Live figures: broker connected, readings flowing.
-            page.wait_for_function(
-                "document.querySelector('#pill-broker').classList.contains('ok')",
-                timeout=30_000,
-            )
-            page.wait_for_function(
-                "parseFloat(document.querySelector('#k-rate').textContent) > 0", timeout=30_000
-            )
+            wait_js(page, "document.querySelector('#pill-broker').classList.contains('ok')")
+            wait_js(page, "parseFloat(document.querySelector('#k-rate').textContent) > 0")
 
             # The range picker refetches with another bucket.
             page.click('#range button[data-range="15m"]')
-            page.wait_for_function(
-                "document.querySelector('#range .active').dataset.range === '15m'"
-            )
+            wait_js(page, "document.querySelector('#range .active').dataset.range === '15m'")
             page.click('#range button[data-range="1h"]')
             # Back-filled history reaches the rollup tiers within a maintenance interval;
             # wait until every chart shows a curve (charts refresh every 15 s at 1h).
