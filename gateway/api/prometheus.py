@@ -172,6 +172,36 @@ def render(
         "Seconds one batch transaction took.",
         metrics.commit_duration,
     )
+    storage = metrics.storage
+    out.single(
+        "tidegate_storage_compacted_rows_total",
+        "counter",
+        "Readings moved from the hot table into the per-series table.",
+        storage.compacted_rows,
+    )
+    out.single(
+        "tidegate_storage_purged_rows_total",
+        "counter",
+        "Rows deleted by retention and by the size guard.",
+        sum(storage.purged_rows.values()) + storage.purged_for_space_rows,
+    )
+    out.single(
+        "tidegate_storage_paused",
+        "gauge",
+        "1 while the size guard holds writes.",
+        1 if storage.paused else 0,
+    )
+    out.single(
+        "tidegate_storage_write_bytes_per_reading",
+        "gauge",
+        "Bytes written to storage per stored reading over the last maintenance round.",
+        storage.bytes_per_reading,
+    )
+    out.histogram(
+        "tidegate_storage_maintenance_step_seconds",
+        "Seconds each maintenance step (compaction, rollups, retention) held the writer.",
+        storage.maintenance_step,
+    )
 
     if db is not None:
         out.family("tidegate_database_size_bytes", "gauge", "Size of the database files.")

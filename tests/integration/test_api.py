@@ -155,6 +155,12 @@ def test_metrics_exposition(api: Api) -> None:
         == samples["tidegate_batch_readings_count"]
     )
     assert "tidegate_commit_latency_seconds_sum" in samples
+    assert samples["tidegate_storage_compacted_rows_total"] >= 0
+    assert samples["tidegate_storage_paused"] == 0
+    assert (
+        samples['tidegate_storage_maintenance_step_seconds_bucket{le="+Inf"}']
+        == samples["tidegate_storage_maintenance_step_seconds_count"]
+    )
     assert samples['tidegate_database_size_bytes{file="main"}'] > 0
     assert samples["tidegate_series"] == len(SENSORS) * len(METRICS)
     oldest_age = samples["tidegate_oldest_reading_age_seconds"]
