@@ -30,6 +30,7 @@ from bench.baselines import proc_status_kb
 from bench.broker import HOST, BenchBroker
 from bench.mqttwire import create_session, delete_session, publish_backlog
 from bench.workload import Scenario
+from gateway.sinks.sqlite import has_hot_table
 from gateway.storage.compaction import compact_all
 
 SUBSCRIBERS = ("mosquitto_sub", "aiomqtt", "naive", "tidegate")
@@ -197,8 +198,7 @@ def db_bytes_per_reading(db: Path) -> tuple[float, float, float, float]:
         series = int(conn.execute("SELECT count(*) FROM series").fetchone()[0])
         tables = _table_bytes(conn)
         file_size = db.stat().st_size
-        has_hot = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'readings_hot'").fetchone()
-        if has_hot:
+        if has_hot_table(conn):
             compact_all(conn, int(time.time() * 1000))
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         compacted = _table_bytes(conn)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import DecodeError, QueryError
-from gateway.sinks.sqlite import tags_from_text
+from gateway.sinks.sqlite import has_hot_table, tags_from_text
 from gateway.storage import tiers
 from gateway.validation import parse_iso_ms
 
@@ -214,10 +214,7 @@ def sensors(
 def _raw_table(conn: sqlite3.Connection) -> str:
     """Where a series' older readings are found by ``(series_id, ts)``: ``readings_cold``
     (schema 3+, whose newest readings are in ``readings_hot``), else ``readings``."""
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hot'"
-    ).fetchone()
-    return "readings" if row is None else "readings_cold"
+    return "readings_cold" if has_hot_table(conn) else "readings"
 
 
 def _hot_summary(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float, int]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import StorageError
-from gateway.sinks.sqlite import open_readonly
+from gateway.sinks.sqlite import has_hot_table, open_readonly
 from gateway.validation import format_ms
 from simulators.report import LoadedReport, load_report
 
@@ -93,9 +93,7 @@ class _StoredReadings:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        split = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hot'"
-        ).fetchone()
+        split = has_hot_table(conn)
         self.table = "readings_cold" if split else "readings"
         self.hot: dict[int, list[int]] = {}
         if split:

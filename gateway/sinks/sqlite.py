@@ -78,6 +78,15 @@ def cold_ceiling(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def has_hot_table(conn: sqlite3.Connection) -> bool:
+    """Whether the database has the hot/cold layout (schema 3+); an older one opened
+    read-only keeps all readings in the ``readings`` table."""
+    row = conn.execute(
+        f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{HOT}'"
+    ).fetchone()
+    return row is not None
+
+
 def insert_rows(
     conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float]], *, skip_cold: bool = False
 ) -> int:

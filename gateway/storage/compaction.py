@@ -133,28 +133,15 @@ class Compactor:
             return None
         span = int(last) - int(first) + 1
         steps = max(1, math.ceil(rows / self.step_rows))
-        if upto > cold_ceiling(conn):
-            conn.execute(
-                "INSERT OR REPLACE INTO storage_state (key, value) VALUES (?, ?)",
-                (CEILING_KEY, upto),
-            )
+        _raise_ceiling(conn, upto)
         return _Round(upto, int(first), max(1, math.ceil(span / steps)), int(last))
 
     def _advance(self, conn: sqlite3.Connection) -> int:
         current = self._round
         assert current is not None
         low, high = current.next_series, current.next_series + current.width
-        params = (current.upto, low, high)
-        conn.execute(
-            f"INSERT OR IGNORE INTO {COLD} (series_id, ts, value)"
-            f" SELECT series_id, ts, value FROM {HOT}"
-            " WHERE ts < ? AND series_id >= ? AND series_id < ? ORDER BY series_id, ts",
-            params,
-        )
-        moved = int(
-            conn.execute(
-                f"DELETE FROM {HOT} WHERE ts < ? AND series_id >= ? AND series_id < ?", params
-            ).rowcount
+        moved = _move_rows(
+            conn, "ts < ? AND series_id >= ? AND series_id < ?", (current.upto, low, high)
         )
         current.next_series = high
         if high > current.last_series:
@@ -165,17 +152,27 @@ class Compactor:
 def move_below(conn: sqlite3.Connection, upto: int) -> int:
     """Inside the caller's transaction: move every hot row with ``ts < upto`` and raise
     the ceiling to at least ``upto``. Returns rows moved."""
+    moved = _move_rows(conn, "ts < ?", (upto,))
+    _raise_ceiling(conn, upto)
+    return moved
+
+
+def _move_rows(conn: sqlite3.Connection, where: str, params: tuple[int, ...]) -> int:
+    """Copy the hot rows matching ``where`` into the cold table, sorted by series, and
+    delete them from the hot table (same transaction). Returns rows moved."""
     conn.execute(
         f"INSERT OR IGNORE INTO {COLD} (series_id, ts, value)"
-        f" SELECT series_id, ts, value FROM {HOT} WHERE ts < ? ORDER BY series_id, ts",
-        (upto,),
+        f" SELECT series_id, ts, value FROM {HOT} WHERE {where} ORDER BY series_id, ts",
+        params,
     )
-    moved = int(conn.execute(f"DELETE FROM {HOT} WHERE ts < ?", (upto,)).rowcount)
+    return int(conn.execute(f"DELETE FROM {HOT} WHERE {where}", params).rowcount)
+
+
+def _raise_ceiling(conn: sqlite3.Connection, upto: int) -> None:
     if upto > cold_ceiling(conn):
         conn.execute(
             "INSERT OR REPLACE INTO storage_state (key, value) VALUES (?, ?)", (CEILING_KEY, upto)
         )
-    return moved
 
 
 def compact_step(
