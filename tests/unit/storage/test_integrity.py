@@ -25,7 +25,7 @@ from gateway.sinks.sqlite import SqliteSink
 from gateway.storage import integrity
 from gateway.storage.lifecycle import StorageLifecycle
 from gateway.storage.lock import holder
-from tests.unit.storage_helpers import T0
+from tests.support.storage import T0
 
 NOW = dt.datetime(2024, 11, 19, 7, 30, 5, tzinfo=dt.UTC)
 

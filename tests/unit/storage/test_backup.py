@@ -17,7 +17,7 @@ from gateway.sinks.schema import SCHEMA_VERSION
 from gateway.sinks.sqlite import SqliteSink
 from gateway.storage.backup import backup_database, restore_database, validate
 from gateway.storage.lock import DatabaseLock
-from tests.unit.storage_helpers import T0
+from tests.support.storage import T0
 
 BATCH = 200
 

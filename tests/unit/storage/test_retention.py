@@ -16,7 +16,7 @@ from gateway.models import Reading
 from gateway.storage import integrity
 from gateway.storage.retention import Purger, page_stats
 from gateway.storage.rollups import rollup_all
-from tests.unit.storage_helpers import (
+from tests.support.storage import (
     DAY,
     HOUR,
     MINUTE,

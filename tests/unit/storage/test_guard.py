@@ -17,7 +17,7 @@ from gateway.pipeline import Pipeline
 from gateway.storage import wear
 from gateway.storage.guard import Guard, Usage
 from gateway.storage.retention import PageStats
-from tests.unit.storage_helpers import DAY, HOUR, T0, Clock, Rig, make_rig
+from tests.support.storage import DAY, HOUR, T0, Clock, Rig, make_rig
 
 
 def three_days(sensors: int = 2, every_ms: int = 5000) -> list[Reading]:

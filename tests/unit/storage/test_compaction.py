@@ -16,7 +16,7 @@ from gateway.sinks.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from gateway.sinks.sqlite import CEILING_KEY, BatchWriter, cold_ceiling, open_readonly
 from gateway.storage.compaction import Compactor, compact_all, compact_below, compact_step
 from gateway.storage.rollups import WATERMARK, RollupJob, get_state
-from tests.unit.storage_helpers import MINUTE, T0, open_writer, write
+from tests.support.storage import MINUTE, T0, open_writer, write
 
 
 def counts(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from gateway.sinks.sqlite import SqliteSink
 from gateway.storage.compaction import compact_below, compact_step
 from gateway.storage.rollups import GRACE_MS, RollupJob, rollup_all
 from gateway.storage.tiers import plan, summary
-from tests.unit.storage_helpers import (
+from tests.support.storage import (
     HOUR,
     MINUTE,
     T0,
