@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
@@ -44,6 +45,13 @@ def build_sink(settings: Settings) -> SqliteSink:
     )
 
 
+def subscription_state_path(settings: Settings) -> Path:
+    """Where the broker sessions' subscriptions are remembered: next to the database
+    (``docs/decisions/0090``)."""
+    db = Path(settings.storage.path)
+    return db.with_name(db.name + ".subscriptions.json")
+
+
 class Gateway:
     """One gateway instance. ``await Gateway(settings).run()`` until stopped."""
 
@@ -60,7 +68,12 @@ class Gateway:
             settings.pipeline.max_payload_bytes,
         )
         self.source = MqttSource(
-            settings.mqtt, settings.subscriptions, self.router, self.pipeline, self.metrics
+            settings.mqtt,
+            settings.subscriptions,
+            self.router,
+            self.pipeline,
+            self.metrics,
+            state_path=subscription_state_path(settings),
         )
         self.services = list(services or [])
         self._stop = asyncio.Event()

@@ -82,6 +82,13 @@ class MqttConfig(_Section):
     connect_timeout_s: float = Field(10.0, gt=0)
     tls: TlsConfig = TlsConfig()
 
+    @field_validator("shared_group")
+    @classmethod
+    def _group_is_valid(cls, value: str | None) -> str | None:
+        from gateway.topics import check_share_group
+
+        return None if value is None else check_share_group(value)
+
     @model_validator(mode="after")
     def _shared_needs_group(self) -> MqttConfig:
         if self.connections > 1 and not self.shared_group:
@@ -116,6 +123,13 @@ class SubscriptionConfig(_Section):
     def label(self) -> str:
         """The name used in metrics and dead letters."""
         return self.name or self.topic
+
+    @field_validator("topic")
+    @classmethod
+    def _filter_is_valid(cls, value: str) -> str:
+        from gateway.topics import check_topic_filter
+
+        return check_topic_filter(value)  # ValueError names the rule; pydantic adds the key
 
     @model_validator(mode="after")
     def _template_is_valid(self) -> SubscriptionConfig:
@@ -289,6 +303,25 @@ class Settings(_Section):
     validation: ValidationConfig = ValidationConfig()
     log: LogConfig = LogConfig()
     api: ApiConfig = ApiConfig()
+
+    @model_validator(mode="after")
+    def _filters_fit_the_shared_group(self) -> Settings:
+        from gateway.topics import MAX_TOPIC_BYTES, SHARE_PREFIX
+
+        group = self.mqtt.shared_group
+        for index, sub in enumerate(self.subscriptions):
+            key = f"subscriptions[{index}].topic"
+            if group and sub.topic.startswith(SHARE_PREFIX):
+                raise ConfigError(
+                    key,
+                    "is already a shared subscription; with mqtt.shared_group set, give"
+                    " the plain filter (the gateway adds $share/<group>/)",
+                )
+            if group and len(f"{SHARE_PREFIX}{group}/{sub.topic}".encode()) > MAX_TOPIC_BYTES:
+                raise ConfigError(
+                    key, f"with $share/{group}/ it is longer than {MAX_TOPIC_BYTES:,} bytes"
+                )
+        return self
 
 
 SECRET_KEYS = frozenset({"password", "token"})

@@ -119,6 +119,8 @@ class Metrics:
     connected: int = 0
     storage_ok: bool = True
     storage_error: str = ""
+    subscriptions_refused: dict[str, str] = field(default_factory=dict)
+    """Broker filter → why the broker refused it (SUBACK failure code); /readyz reports it."""
     by_subscription: dict[str, SubscriptionCounters] = field(default_factory=dict)
     commit_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     """Seconds from a message's arrival to its batch committing."""

@@ -1,4 +1,9 @@
-"""Topic templates: ``sensors/{site}/{sensor_id}/{metric}`` → fields and tags.
+"""Topic filters as the MQTT spec defines them, and topic templates:
+``sensors/{site}/{sensor_id}/{metric}`` → fields and tags.
+
+:func:`check_topic_filter` enforces the filter rules of MQTT 3.1.1 §4.7 / MQTT 5 §4.7
+and §4.8.2 (shared subscriptions), so a filter the broker would refuse — or silently
+treat as a literal — is a config error before the gateway connects.
 
 A template is split on ``/``. Each level is a literal, ``+`` (any one level, ignored),
 ``{name}`` (any one level, captured), or — last only — ``#`` (any remaining levels).
@@ -22,6 +27,75 @@ from gateway.validation import Limits, check_name
 
 _DEFAULT_LIMITS = Limits()
 _CACHE_MAX = 10_000
+
+MAX_TOPIC_BYTES = 65_535
+"""MQTT strings carry a two-byte length: a topic or filter is at most this many bytes."""
+SHARE_PREFIX = "$share/"
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text``, shortened for an error message."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text):,} chars)"
+
+
+def check_topic_filter(text: str) -> str:
+    """Return ``text`` if it is a valid MQTT topic filter; raise ``ValueError`` naming
+    the rule it breaks otherwise.
+
+    Rules (MQTT 3.1.1 §4.7, MQTT 5 §4.7 and §4.8.2): at least one character; at most
+    65,535 bytes as UTF-8; no NUL character (nor a lone surrogate, which has no UTF-8
+    form); ``#`` only as the whole last level; ``+`` only as a whole level. A shared
+    subscription ``$share/<group>/<filter>`` needs a group name of at least one
+    character without ``/``, ``+`` or ``#``, followed by a valid filter.
+    """
+    if not text:
+        raise ValueError("topic filter is empty")
+    original = text
+    if "\0" in text:
+        raise ValueError(f"topic filter {_show(text)} contains a NUL character")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"topic filter {_show(text)} is not valid UTF-8 (lone surrogate)"
+        ) from None
+    if size > MAX_TOPIC_BYTES:
+        raise ValueError(f"topic filter is {size:,} bytes, more than MQTT's {MAX_TOPIC_BYTES:,}")
+    if text.startswith(SHARE_PREFIX):
+        rest = text[len(SHARE_PREFIX) :]
+        group, slash, inner = rest.partition("/")
+        if not slash:
+            raise ValueError(f"shared subscription {_show(text)} needs $share/<group>/<filter>")
+        check_share_group(group)
+        if not inner:
+            raise ValueError(
+                f"shared subscription {_show(text)} has an empty filter after the group"
+            )
+        text = inner
+    levels = text.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level:
+            if level != "#":
+                raise ValueError(f"topic filter {_show(text)}: '#' must be alone in its level")
+            if index != len(levels) - 1:
+                raise ValueError(
+                    f"topic filter {_show(text)}: '#' is only allowed as the last level"
+                )
+        if "+" in level and level != "+":
+            raise ValueError(f"topic filter {_show(text)}: '+' must be alone in its level")
+    return original
+
+
+def check_share_group(name: str) -> str:
+    """Return ``name`` if it is a valid shared-subscription group name (MQTT 5 §4.8.2:
+    at least one character, no ``/``, ``+`` or ``#``; no NUL); raise ``ValueError``."""
+    if not name:
+        raise ValueError("shared subscription group name is empty")
+    for char, what in (("/", "'/'"), ("+", "'+'"), ("#", "'#'"), ("\0", "a NUL character")):
+        if char in name:
+            raise ValueError(f"shared subscription group {_show(name)} contains {what}")
+    return name
+
 
 _NAME = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
 READING_FIELDS = frozenset({"sensor_id", "metric"})

@@ -88,7 +88,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Broker connected and database writable; 503 with reasons otherwise."""
+    """Broker connected, every subscription granted and database writable; 503 with
+    reasons otherwise."""
     state = state_of(request)
     metrics = state.gateway.metrics
     reasons: list[str] = []
@@ -97,6 +98,8 @@ async def readyz(request: Request) -> Response:
     if not metrics.storage_ok:
         detail = metrics.storage_error or "last write failed"
         reasons.append(f"database not writable: {detail}")
+    for topic_filter, why in sorted(metrics.subscriptions_refused.items()):
+        reasons.append(f"broker refused subscription {topic_filter!r}: {why}")
     if reasons:
         return reply(
             {"status": "not ready", "reasons": reasons, "error": "; ".join(reasons)}, status=503

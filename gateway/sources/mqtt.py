@@ -5,8 +5,9 @@ Per connection:
 * a connect loop with exponential backoff and jitter, building a **fresh client per
   attempt** (a cancelled connect can leave an aiomqtt client's lock held);
 * a persistent session (fixed client id; 3.1.1 ``clean_session=False``; MQTT 5
-  ``clean_start=False`` plus a session expiry), resubscribing only when the broker
-  kept no session;
+  ``clean_start=False`` plus a session expiry) whose subscriptions are reconciled on
+  every connect with the wanted filters (:mod:`gateway.sources.subscriptions`): added
+  filters subscribed, removed ones unsubscribed, the change logged;
 * a bounded buffer filled by the adapter's socket reader (every message of one read
   at once) and drained by the reader coroutine, which decodes each message
   (:class:`Router`) and submits it to the pipeline. When the pipeline is full the
@@ -27,17 +28,27 @@ import random
 import ssl
 from collections import deque
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttConfig, SubscriptionConfig
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.router import Router
 from gateway.sources import _paho_adapter as adapter
+from gateway.sources.subscriptions import (
+    CONFIG_OWNER,
+    FilterGroup,
+    Record,
+    Registry,
+    SessionStore,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +95,9 @@ def build_client(config: MqttConfig, client_id: str) -> aiomqtt.Client:
     )
 
 
-def subscription_filter(sub: SubscriptionConfig, shared_group: str | None) -> str:
-    """The filter sent to the broker (``$share/<group>/`` prefixed when sharing)."""
-    return f"$share/{shared_group}/{sub.topic}" if shared_group else sub.topic
+def _list(filters: list[str], limit: int = 5) -> str:
+    shown = ", ".join(filters[:limit])
+    return shown + (f" and {len(filters) - limit} more" if len(filters) > limit else "")
 
 
 class Connection:
@@ -96,14 +107,16 @@ class Connection:
         self,
         index: int,
         config: MqttConfig,
-        subscriptions: list[SubscriptionConfig],
+        registry: Registry,
+        store: SessionStore,
         router: Router,
         pipeline: Pipeline,
         metrics: Metrics,
     ) -> None:
         self.index = index
         self.config = config
-        self.subscriptions = subscriptions
+        self.registry = registry
+        self.store = store
         self.router = router
         self.pipeline = pipeline
         self.metrics = metrics
@@ -114,6 +127,11 @@ class Connection:
         self.high_water = max(16, config.receive_maximum)
         self.low_water = self.high_water // 2
         self.handle: adapter.PahoHandle | None = None
+        self.client: aiomqtt.Client | None = None
+        self.session_key = f"{config.host}:{config.port}/{self.client_id}"
+        self.subscribed: Record = {}
+        """What the broker session holds now (valid while connected)."""
+        self._sub_lock = asyncio.Lock()
         self._connects = 0
         self.connected = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -227,31 +245,122 @@ class Connection:
                     self.metrics.connected -= 1
                 self.connected.clear()
                 self.handle = None
+                self.client = None
             if not self._closing.is_set():
                 attempt += 1
                 await self._backoff(attempt)
 
     async def _on_connected(self, client: aiomqtt.Client, handle: adapter.PahoHandle) -> None:
-        filters: list[tuple[str, int]] = [
-            (subscription_filter(s, self.config.shared_group), s.qos) for s in self.subscriptions
-        ]
-        if handle.session_present:
-            self._state("ready", "session resumed")
-            return
-        async with asyncio.timeout(self.config.connect_timeout_s):
-            granted = await client.subscribe(filters)
-        # "ready" only once the broker confirmed the subscriptions: messages published
-        # before that are not routed to a new session at all.
-        self._state("ready", f"new session, subscribed to {len(filters)} filter(s)")
-        for (topic, _qos), code in zip(filters, granted or [], strict=False):
-            value = getattr(code, "value", code)
-            if isinstance(value, int) and value >= 0x80:
-                log.error(
-                    "mqtt[%s] broker refused subscription %r (code %#x)",
-                    self.client_id,
-                    topic,
-                    value,
-                )
+        """Reconcile the session's subscriptions; log "ready" once the broker confirmed
+        them (messages published before that are not routed to a new session)."""
+        self.client = client
+        async with self._sub_lock:
+            if handle.session_present:
+                remembered = self.store.load(self.session_key)
+                summary = await self._reconcile(client, remembered)
+                prefix = "session resumed"
+                if remembered is None:
+                    prefix += ", no record of its subscriptions"
+            else:
+                summary = await self._reconcile(client, {})
+                prefix = "new session"
+        self._state("ready", f"{prefix}; {summary}")
+
+    async def resync(self) -> bool:
+        """Apply a runtime change of the wanted filters on this connection (if it is
+        up). Returns False if the broker refused a filter."""
+        client = self.client
+        if client is None:
+            return True
+        async with self._sub_lock:
+            if self.client is not client:
+                return True  # reconnected meanwhile: the connect reconciled already
+            refused_before = len(self.metrics.subscriptions_refused)
+            try:
+                summary = await self._reconcile(client, self.subscribed)
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                log.warning("mqtt[%s] subscription change failed: %s", self.client_id, exc)
+                return False
+            if summary != "nothing to change":
+                log.info("mqtt[%s] subscriptions: %s", self.client_id, summary)
+            return len(self.metrics.subscriptions_refused) <= refused_before
+
+    async def _reconcile(self, client: aiomqtt.Client, remembered: Record | None) -> str:
+        """Bring the session from ``remembered`` to the wanted filters; returns a summary
+        for the log. Call with ``_sub_lock`` held."""
+        first = self.index == 0
+        registry = self.registry
+        change = plan(
+            registry.wanted(first),
+            remembered,
+            lambda owner, sent: registry.disowned(owner, sent, first),
+        )
+        held = dict(change.target)
+        refused = self.metrics.subscriptions_refused
+        parts: list[str] = []
+        if change.subscribe:
+            items = list(change.subscribe.items())
+            if self.config.protocol == "5":
+                # Retain Handling 1: retained messages only for a subscription that did
+                # not exist yet (an unknown session re-subscribes without a flood).
+                topics: list[tuple[str, Any]] = [
+                    (f, SubscribeOptions(qos=q, retainHandling=1)) for f, q in items
+                ]
+            else:
+                topics = list(items)
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                codes = await client.subscribe(topics)
+            granted: list[str] = []
+            for (sent, qos), code in zip(items, list(codes or []), strict=False):
+                value = getattr(code, "value", code)
+                if isinstance(value, int) and value >= 0x80:
+                    reason = (
+                        str(getattr(code, "getName", lambda: "")() or "refused")
+                        if self.config.protocol == "5"
+                        else "failure"  # MQTT 3.1.1 has one failure code, no reason
+                    )
+                    refused[sent] = f"code {value:#04x} ({reason})"
+                    log.error(
+                        "mqtt[%s] broker REFUSED subscription %r: code %#04x (%s); nothing"
+                        " from it is received (check the broker's ACL for %s)",
+                        self.client_id,
+                        sent,
+                        value,
+                        reason,
+                        self.client_id,
+                    )
+                    previous = (remembered or {}).get(sent)
+                    if previous is None:
+                        held.pop(sent, None)
+                    else:
+                        held[sent] = previous
+                    continue
+                refused.pop(sent, None)
+                granted.append(sent)
+                if isinstance(value, int) and value < qos:
+                    log.warning(
+                        "mqtt[%s] broker granted %r QoS %d, asked %d",
+                        self.client_id,
+                        sent,
+                        value,
+                        qos,
+                    )
+            if granted:
+                parts.append(f"subscribed {len(granted)} ({_list(granted)})")
+        if change.unsubscribe:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await client.unsubscribe(list(change.unsubscribe))
+            for sent in change.unsubscribe:
+                refused.pop(sent, None)
+            parts.append(
+                f"unsubscribed {len(change.unsubscribe)} no longer wanted"
+                f" ({_list(change.unsubscribe)})"
+            )
+        if change.unchanged:
+            parts.append(f"{change.unchanged} unchanged")
+        self.subscribed = held
+        self.store.save(self.session_key, held)
+        return "; ".join(parts) or "nothing to change"
 
     async def _disconnect(self, client: aiomqtt.Client) -> None:
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
@@ -282,7 +391,11 @@ class Connection:
 
 
 class MqttSource:
-    """All connections of one gateway."""
+    """All connections of one gateway.
+
+    ``state_path``: where the subscriptions of each broker session are remembered
+    (:class:`SessionStore`; None keeps them in memory, so each start re-subscribes).
+    """
 
     def __init__(
         self,
@@ -291,12 +404,34 @@ class MqttSource:
         router: Router,
         pipeline: Pipeline,
         metrics: Metrics,
+        state_path: Path | None = None,
     ) -> None:
+        self.registry = Registry(config.shared_group)
+        initial: dict[str, int] = {}
+        for sub in subscriptions:
+            initial[sub.topic] = max(sub.qos, initial.get(sub.topic, 0))
+        self.filters(CONFIG_OWNER).set_initial(initial)
+        self.store = SessionStore(state_path)
         self.connections = [
-            Connection(i, config, subscriptions, router, pipeline, metrics)
+            Connection(i, config, self.registry, self.store, router, pipeline, metrics)
             for i in range(config.connections)
         ]
         self._tasks: list[asyncio.Task[None]] = []
+
+    def filters(self, owner: str, shared: bool = True) -> FilterGroup:
+        """The filter group of ``owner`` (created on first use; register before
+        :meth:`start` so the first connect knows the owner). See
+        :mod:`gateway.sources.subscriptions` for the contract."""
+        group = self.registry.groups.get(owner)
+        if group is None:
+            group = FilterGroup(owner, shared, self._apply)
+            self.registry.groups[owner] = group
+        return group
+
+    async def _apply(self, group: FilterGroup) -> bool:
+        scope = self.connections if group.shared else self.connections[:1]
+        results = await asyncio.gather(*(conn.resync() for conn in scope))
+        return all(results)
 
     def start(self) -> None:
         """Start every connection and its reader."""

@@ -15,7 +15,7 @@ from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
 from gateway.router import Router
 from gateway.sinks.sqlite import SqliteSink, open_readonly
-from gateway.topics import TopicTemplate
+from gateway.topics import MAX_TOPIC_BYTES, TopicTemplate, check_share_group, check_topic_filter
 from gateway.validation import Limits
 
 NOW = 1_700_000_000_000
@@ -229,3 +229,150 @@ async def test_hostile_levels_in_dead_letters(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert topics == HOSTILE
+
+
+# --- topic filters (MQTT 3.1.1 §4.7, MQTT 5 §4.7, §4.8.2) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#",
+        "+",
+        "a",
+        "/",
+        "a/b/c",
+        "a/+/c",
+        "a/+/#",
+        "+/+",
+        "/#",
+        "a//b",
+        "$SYS/broker/#",
+        "sport/tennis/player1/#",
+        "x" * MAX_TOPIC_BYTES,
+        "ü" * (MAX_TOPIC_BYTES // 2),
+        "$share/group/a/#",
+        "$share/g/+",
+        "$share",  # only "$share/" starts a shared subscription
+        "$sharex/a",
+    ],
+)
+def test_valid_filters(text: str) -> None:
+    assert check_topic_filter(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty"),
+        ("a/#/b", "last level"),
+        ("#/a", "last level"),
+        ("a/b#", "alone in its level"),
+        ("a/#b", "alone in its level"),
+        ("a/sensor+", "'\\+' must be alone"),
+        ("+a/b", "'\\+' must be alone"),
+        ("a/++", "'\\+' must be alone"),
+        ("a\0b", "NUL"),
+        ("x" * (MAX_TOPIC_BYTES + 1), "more than MQTT's 65,535"),
+        ("ü" * (MAX_TOPIC_BYTES // 2 + 1), "more than MQTT's 65,535"),
+        ("a\ud800", "lone surrogate"),
+        ("$share/", "needs \\$share/<group>/<filter>"),
+        ("$share/g", "needs \\$share/<group>/<filter>"),
+        ("$share//a", "group name is empty"),
+        ("$share/g/", "empty filter"),
+        ("$share/g+/a", "contains '\\+'"),
+        ("$share/g#/a", "contains '#'"),
+        ("$share/g/a/#/b", "last level"),
+    ],
+)
+def test_invalid_filters(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        check_topic_filter(text)
+
+
+def test_long_filter_error_is_shortened() -> None:
+    with pytest.raises(ValueError) as info:
+        check_topic_filter("a/#/" + "x" * 10_000)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize(("name", "ok"), [("g", True), ("", False), ("a/b", False), ("a+", False)])
+def test_share_group_names(name: str, ok: bool) -> None:
+    if ok:
+        assert check_share_group(name) == name
+    else:
+        with pytest.raises(ValueError):
+            check_share_group(name)
+
+
+@given(st.lists(st.sampled_from(["a", "b", "+", "#", "", "x+", "#y", "é"]), min_size=1, max_size=6))
+def test_filter_rules_property(levels: list[str]) -> None:
+    """Valid exactly when every '#' is a whole last level and every '+' a whole level."""
+    text = "/".join(levels)
+    expected = bool(text) and all(
+        ("#" not in level or (level == "#" and i == len(levels) - 1))
+        and ("+" not in level or level == "+")
+        for i, level in enumerate(levels)
+    )
+    try:
+        check_topic_filter(text)
+        valid = True
+    except ValueError:
+        valid = False
+    assert valid == expected, text
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "fragment"),
+    [
+        (
+            {"TIDEGATE_SUBSCRIPTIONS": '[{"topic": "a/#/b"}]'},
+            "subscriptions[0].topic",
+            "last level",
+        ),
+        (
+            {"TIDEGATE_SUBSCRIPTIONS": '[{"topic": "a/#"}, {"topic": "a/sensor+"}]'},
+            "subscriptions[1].topic",
+            "alone in its level",
+        ),
+        ({"TIDEGATE_MQTT__SHARED_GROUP": "a/b"}, "mqtt.shared_group", "contains '/'"),
+        (
+            {
+                "TIDEGATE_MQTT__SHARED_GROUP": "g",
+                "TIDEGATE_SUBSCRIPTIONS": '[{"topic": "$share/h/a"}]',
+            },
+            "subscriptions[0].topic",
+            "already a shared subscription",
+        ),
+    ],
+)
+def test_bad_filters_are_config_errors_naming_the_key(
+    env: dict[str, str], key: str, fragment: str
+) -> None:
+    from gateway.config import load_settings
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ=env)
+    assert info.value.key == key
+    assert fragment in info.value.problem
+
+
+@pytest.mark.parametrize("topic", ["a/#/b", "a/sensor+"])
+def test_check_config_rejects_a_bad_filter_with_exit_2(tmp_path: Path, topic: str) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[[subscriptions]]\ntopic = "{topic}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "subscriptions[0].topic" in lines[0]
