@@ -256,6 +256,9 @@ class ApiConfig(_Section):
     rate_limit_burst: int = Field(60, ge=1)
     max_request_bytes: int = Field(16_384, ge=0)
     max_connections: int = Field(64, ge=1, le=10_000)
+    max_connections_per_client: int = Field(32, ge=1, le=10_000)
+    header_timeout_s: float = Field(10.0, gt=0, le=600)
+    send_timeout_s: float = Field(30.0, gt=0, le=3600)
     stale_after_s: int = Field(300, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
 

@@ -14,6 +14,10 @@ Modules, one job each (``docs/api.md`` is the user guide):
 * :mod:`~gateway.api.params` — request parameters and the opaque page cursor.
 * :mod:`~gateway.api.prometheus` — the ``/metrics`` text format.
 * :mod:`~gateway.api.openapi` — the hand-written OpenAPI 3.1 document.
+* :mod:`~gateway.api.connections` — who holds the connections and which one gives
+  way (per-client and total caps).
+* :mod:`~gateway.api._uvicorn_adapter` — uvicorn's h11 protocol with those caps, a
+  request-header timeout and a send timeout (the only use of uvicorn internals).
 * :mod:`~gateway.api.bind` — loopback detection and socket binding (stdlib only: the
   config module imports it, so it must not pull in the web stack).
 

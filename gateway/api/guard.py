@@ -29,7 +29,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/", "/healthz", "/docs", "/openapi.json", "/favicon.svg"})
 OPEN_PREFIXES = ("/static/",)
-RATE_FREE_PATHS = frozenset({"/healthz"})
+RATE_FREE_PATHS = frozenset({"/healthz", "/readyz"})
+"""Health checks are never rate limited: they read only memory, and a client flooding
+from the checker's own address must not make a healthy gateway look dead."""
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),

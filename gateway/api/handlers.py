@@ -132,7 +132,11 @@ async def metrics(request: Request) -> Response:
 
     db = await cached(state, "gauges", DB_GAUGES_TTL_S, load)
     text = prometheus.render(
-        state.gateway.metrics, db, started_at=state.started_at, version=state.version
+        state.gateway.metrics,
+        db,
+        started_at=state.started_at,
+        version=state.version,
+        connections=None if state.connections is None else state.connections.stats,
     )
     return no_store(Response(text, media_type=prometheus.CONTENT_TYPE))
 

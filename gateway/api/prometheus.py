@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from gateway.api.connections import CLOSE_REASONS, ConnectionStats
 from gateway.metrics import Histogram, Metrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -85,6 +86,7 @@ def render(
     *,
     started_at: float,
     version: str,
+    connections: ConnectionStats | None = None,
     now: float | None = None,
 ) -> str:
     """The whole exposition text for one scrape."""
@@ -202,6 +204,22 @@ def render(
         "Seconds each maintenance step (compaction, rollups, retention) held the writer.",
         storage.maintenance_step,
     )
+
+    if connections is not None:
+        out.single(
+            "tidegate_api_connections", "gauge", "Open HTTP API connections.", connections.open
+        )
+        out.family(
+            "tidegate_api_connections_closed_total",
+            "counter",
+            "HTTP API connections the server closed or refused, by reason.",
+        )
+        for reason in CLOSE_REASONS:
+            out.sample(
+                "tidegate_api_connections_closed_total",
+                connections.closed[reason],
+                {"reason": reason},
+            )
 
     if db is not None:
         out.family("tidegate_database_size_bytes", "gauge", "Size of the database files.")

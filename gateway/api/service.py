@@ -20,8 +20,10 @@ from typing import Any
 import uvicorn
 
 from gateway import __version__
+from gateway.api._uvicorn_adapter import protocol_class
 from gateway.api.app import build_app
 from gateway.api.bind import bind_socket, is_loopback_host
+from gateway.api.connections import ConnectionTable
 from gateway.api.reader import ReadPool
 from gateway.api.state import ApiState, GatewayView
 from gateway.config import ApiConfig, Settings
@@ -60,13 +62,19 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def uvicorn_config(app: Any, config: ApiConfig) -> uvicorn.Config:
-    """Lean uvicorn settings: h11, no websockets, no lifespan, our logging, bounded
-    connections and header sizes."""
+def uvicorn_config(
+    app: Any, config: ApiConfig, table: ConnectionTable[Any] | None = None
+) -> uvicorn.Config:
+    """Lean uvicorn settings: h11 (our subclass: connection caps, header and send
+    timeouts), no websockets, no lifespan, our logging, bounded header sizes. uvicorn's
+    own ``limit_concurrency`` stays off: it counts idle connections and would refuse
+    health checks (``docs/decisions/0150``)."""
+    if table is None:
+        table = ConnectionTable(config.max_connections, config.max_connections_per_client)
     return uvicorn.Config(
         app,
         loop="none",
-        http="h11",
+        http=protocol_class(table, config.header_timeout_s, config.send_timeout_s),
         ws="none",
         lifespan="off",
         interface="asgi3",
@@ -74,7 +82,7 @@ def uvicorn_config(app: Any, config: ApiConfig) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         proxy_headers=False,
-        limit_concurrency=config.max_connections,
+        limit_concurrency=None,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         h11_max_incomplete_event_size=16 * 1024,
@@ -129,8 +137,12 @@ async def run_api(
     """Serve on ``sock`` until cancelled."""
     config = settings.api
     reader = ReadPool(settings.storage.path, config.query_threads, config.query_timeout_s)
+    table: ConnectionTable[Any] = ConnectionTable(
+        config.max_connections, config.max_connections_per_client
+    )
     state = ApiState(gateway, config, reader, Path(settings.storage.path), __version__)
-    server = _EmbeddedServer(uvicorn_config(build_app(state, token), config))
+    state.connections = table
+    server = _EmbeddedServer(uvicorn_config(build_app(state, token), config, table))
     host, port = sock.getsockname()[:2]
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
     sampler = asyncio.create_task(_sample(state), name="api-rate-sampler")

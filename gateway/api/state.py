@@ -7,8 +7,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from gateway.api.connections import ConnectionTable
 from gateway.api.reader import ReadPool
 from gateway.config import ApiConfig
 from gateway.metrics import Metrics
@@ -67,6 +68,8 @@ class ApiState:
     meter: RateMeter = field(default_factory=RateMeter)
     exports_running: int = 0
     cache: dict[str, tuple[float, object]] = field(default_factory=dict)
+    connections: ConnectionTable[Any] | None = None
+    """The server's connection table (None when the app runs without our server)."""
 
     @property
     def max_range_ms(self) -> int:
