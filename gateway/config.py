@@ -261,6 +261,19 @@ class ApiConfig(_Section):
     send_timeout_s: float = Field(30.0, gt=0, le=3600)
     stale_after_s: int = Field(300, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            name = pattern.removeprefix("*.")
+            bad = not name or "*" in name or any(c.isspace() or c in "/:@[]" for c in name)
+            if bad and pattern != "*":
+                raise ValueError(
+                    f"{pattern[:60]!r} is not a host name (use gateway.local, *.example.org or *)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _exposure_is_intended(self) -> ApiConfig:

@@ -138,4 +138,10 @@ def build_app(state: ApiState, token: str | None) -> ASGIApp:
             allow_headers=["Authorization"],
         )
     limiter = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
-    return Guard(inner, token=token, limiter=limiter, max_request_bytes=config.max_request_bytes)
+    return Guard(
+        inner,
+        token=token,
+        limiter=limiter,
+        max_request_bytes=config.max_request_bytes,
+        allowed_hosts=None if token else list(config.allowed_hosts),
+    )

@@ -1,9 +1,11 @@
-"""Where the API listens: loopback detection and socket binding (stdlib only)."""
+"""Where the API listens and who may call it by which name: loopback detection, the
+Host header allow-list, socket binding (stdlib only)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 
 from gateway.errors import ConfigError
 
@@ -19,6 +21,44 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(text).is_loopback
     except ValueError:
         return False
+
+
+def host_name(header: str) -> str:
+    """The host part of a ``Host`` header, lower case, without port, brackets or a
+    trailing dot: ``"[::1]:8080"`` → ``"::1"``, ``"Gateway.Local.:80"`` → ``"gateway.local"``."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    name, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        text = name
+    return text.rstrip(".")
+
+
+def is_allowed_host(header: str, allowed: Sequence[str]) -> bool:
+    """True when a request addressed to ``header`` may be served without a token.
+
+    Always allowed: ``localhost`` and ``*.localhost``, and any IP address (a DNS rebinding
+    attack needs a *name* the attacker controls: the browser sends that name, never an
+    address). Besides those, the names in ``allowed``: exact (``gateway.local``), a
+    suffix wildcard (``*.example.org`` matches ``a.example.org``, not ``example.org``), or
+    ``*`` for any (no check).
+    """
+    name = host_name(header)
+    if not name or name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    for pattern in allowed:
+        rule = pattern.strip().lower().rstrip(".")
+        if rule == "*" or rule == name:
+            return True
+        if rule.startswith("*.") and name.endswith(rule[1:]):
+            return True
+    return False
 
 
 def bind_socket(host: str, port: int, backlog: int = 128) -> socket.socket:

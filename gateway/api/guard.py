@@ -6,7 +6,11 @@
 3. auth: when a token is set, ``Authorization: Bearer <token>`` is required (constant-time
    comparison) → 401 without any detail; ``/healthz`` and the static dashboard files
    (no data in them) stay open;
-4. security headers on every response.
+4. Host: without a token, a request must be addressed to an allowed host name
+   (:func:`~gateway.api.bind.is_allowed_host`) → 400 naming the host and the key
+   (against DNS rebinding: a page on ``attacker.example`` that re-resolves its name to
+   127.0.0.1 would otherwise read the API from the visitor's browser);
+5. security headers on every response.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
+
+from gateway.api.bind import is_allowed_host
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,6 +114,13 @@ async def _reply(
     await send({"type": "http.response.body", "body": body})
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 class _BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed body passes the limit; an HTTPException so
     the application's own error handling answers 413 (it sees the error first)."""
@@ -118,7 +131,8 @@ class _BodyTooLarge(HTTPException):
 
 class Guard:
     """The middleware. ``token`` None: no authentication (loopback, or an explicitly
-    insecure bind)."""
+    insecure bind). ``allowed_hosts`` None: no Host check (for a token-protected API);
+    else the extra names allowed besides loopback names and IP addresses."""
 
     def __init__(
         self,
@@ -127,8 +141,10 @@ class Guard:
         token: str | None,
         limiter: RateLimiter,
         max_request_bytes: int,
+        allowed_hosts: list[str] | None = None,
     ) -> None:
         self.app = app
+        self.allowed_hosts = allowed_hosts
         self.token = token.encode() if token else None
         self.limiter = limiter
         self.max_request_bytes = max_request_bytes
@@ -175,6 +191,17 @@ class Guard:
         if not self._authorized(scope):
             await _reply(send, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
             return
+        if self.allowed_hosts is not None:
+            host = _header(scope, b"host")
+            if host is not None and not is_allowed_host(host, self.allowed_hosts):
+                shown = host[:100]
+                await _reply(
+                    send,
+                    400,
+                    f"Host {shown!r} is not allowed: without a token only loopback names,"
+                    " IP addresses and api.allowed_hosts are served",
+                )
+                return
 
         received = 0
 

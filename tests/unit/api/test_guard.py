@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.api.bind import bind_socket, is_loopback_host
+from gateway.api.bind import bind_socket, is_allowed_host, is_loopback_host
 from gateway.api.guard import Guard, RateLimiter
 from gateway.api.service import resolve_token
 from gateway.config import ApiConfig, load_settings
@@ -182,3 +182,52 @@ def test_bad_api_settings_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, environ=env)
     assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("header", "allowed", "ok"),
+    [
+        ("127.0.0.1:8080", [], True),
+        ("localhost:8080", [], True),
+        ("LOCALHOST.", [], True),
+        ("app.localhost", [], True),
+        ("[::1]:8080", [], True),
+        ("192.168.1.20:8080", [], True),  # an address cannot be a rebinding name
+        ("attacker.example", [], False),
+        ("attacker.example:8080", [], False),
+        ("localhost.attacker.example", [], False),
+        ("gateway.local:8080", ["gateway.local"], True),
+        ("GATEWAY.LOCAL", ["gateway.local"], True),
+        ("a.example.org", ["*.example.org"], True),
+        ("example.org", ["*.example.org"], False),
+        ("evil-example.org", ["*.example.org"], False),
+        ("anything.at.all", ["*"], True),
+    ],
+)
+def test_host_allow_list(header: str, allowed: list[str], ok: bool) -> None:
+    assert is_allowed_host(header, allowed) is ok
+
+
+async def test_host_check_without_token_refuses_foreign_names() -> None:
+    app = Guard(
+        Starlette(routes=[Route("/api/v1/x", _data)]),
+        token=None,
+        limiter=RateLimiter(0, 1),
+        max_request_bytes=100,
+        allowed_hosts=["gateway.local"],
+    )
+    async with client_for(app) as client:
+        refused = await client.get("/api/v1/x", headers={"host": "attacker.example"})
+        assert refused.status_code == 400
+        assert "attacker.example" in refused.json()["error"]
+        assert "api.allowed_hosts" in refused.json()["error"]
+        assert "secret" not in refused.text
+        for host in ("127.0.0.1:8080", "localhost", "gateway.local:8080"):
+            assert (await client.get("/api/v1/x", headers={"host": host})).status_code == 200
+
+
+def test_allowed_hosts_config_is_checked() -> None:
+    assert ApiConfig(allowed_hosts=["gateway.local", "*.example.org", "*"]).allowed_hosts
+    for bad in ("", "a b", "http://x", "x/y", "a.*.b"):
+        with pytest.raises((ConfigError, ValueError)):
+            ApiConfig(allowed_hosts=[bad])

@@ -1,0 +1,103 @@
+"""Who may read the API, against a real gateway process: the Host allow-list without a
+token (DNS rebinding), and tokens from the environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import HOST, Broker, GatewayProcess, free_port, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "a-token-of-24-characters"
+
+
+def start_gateway(
+    tmp: Path, broker: Broker, name: str, api: str = "", env: dict[str, str] | None = None
+) -> tuple[GatewayProcess, str]:
+    port = free_port()
+    cfg = write_config(
+        tmp / f"{name}.toml",
+        broker.port,
+        tmp / f"{name}.db",
+        client_id=f"tidegate-{name}",
+        extra=f"[api]\nport = {port}\n{api}\n",
+    )
+    gateway = GatewayProcess(cfg, tmp / f"{name}.log", env=env).start()
+    url = f"http://{HOST}:{port}"
+    wait_for(lambda: _answers(url), 20, what="the HTTP API")
+    return gateway, url
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def open_api(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Loopback, no token, one extra allowed name."""
+    gateway, url = start_gateway(
+        tmp_path_factory.mktemp("open"), broker, "open", 'allowed_hosts = ["gateway.local"]'
+    )
+    try:
+        yield url
+    finally:
+        assert gateway.terminate() == 0, gateway.log_text()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/sensors", "/api/v1/readings?format=csv", "/metrics", "/"]
+)
+def test_without_a_token_a_foreign_host_name_gets_nothing(open_api: str, path: str) -> None:
+    """DNS rebinding: a page on attacker.example whose name now resolves to 127.0.0.1."""
+    response = httpx.get(open_api + path, headers={"host": "attacker.example:8080"}, timeout=10)
+    assert response.status_code == 400
+    assert "attacker.example" in response.json()["error"]
+    assert "api.allowed_hosts" in response.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8080", "[::1]:8080", "gateway.local"])
+def test_loopback_names_addresses_and_allowed_names_are_served(open_api: str, host: str) -> None:
+    response = httpx.get(open_api + "/api/v1/sensors", headers={"host": host}, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_with_a_token_the_host_is_not_checked(
+    broker: Broker, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gateway, url = start_gateway(
+        tmp_path_factory.mktemp("tok"), broker, "tok", env={"TIDEGATE_API__TOKEN": TOKEN}
+    )
+    try:
+        headers = {"host": "gateway.example.org", "authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(url + "/api/v1/sensors", headers=headers, timeout=10).status_code == 200
+    finally:
+        assert gateway.terminate() == 0, gateway.log_text()
+
+
+def run_check_config(
+    tmp: Path, broker: Broker, api: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    cfg = write_config(tmp / "check.toml", broker.port, tmp / "check.db", extra=f"[api]\n{api}\n")
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**_clean_env(), **env},
+    )
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
