@@ -6,7 +6,9 @@ prints as one line and exits 2.
 
 Environment values are parsed as JSON when they look like JSON (numbers, booleans,
 lists, objects) and as plain strings otherwise, so ``TIDEGATE_MQTT__PORT=1884`` and
-``TIDEGATE_SUBSCRIPTIONS='[{"topic": "a/#"}]'`` both work.
+``TIDEGATE_SUBSCRIPTIONS='[{"topic": "a/#"}]'`` both work. Secrets (``password``,
+``token``) are always taken as the string given: ``TIDEGATE_API__TOKEN=null`` is the
+token ``null``, never "no token".
 """
 
 from __future__ import annotations
@@ -289,6 +291,8 @@ class ApiConfig(_Section):
             raise ValueError("set token or token_file, not both")
         if self.token is not None and not self.token.get_secret_value().strip():
             raise ConfigError("api.token", "is empty")
+        if self.enabled and not is_loopback_host(self.host) and self.token is not None:
+            check_token_length(self.token.get_secret_value(), "api.token", self.host)
         if self.token_file is not None and not Path(self.token_file).is_file():
             raise ConfigError("api.token_file", f"file not found: {self.token_file}")
         exposed = self.enabled and not is_loopback_host(self.host)
@@ -301,6 +305,20 @@ class ApiConfig(_Section):
                 " (or api.allow_insecure_bind = true to serve without one)",
             )
         return self
+
+
+MIN_EXPOSED_TOKEN = 16
+
+
+def check_token_length(token: str, key: str, host: str) -> None:
+    """An API exposed beyond loopback refuses a guessable token (ConfigError naming
+    ``key``)."""
+    if len(token.strip()) < MIN_EXPOSED_TOKEN:
+        raise ConfigError(
+            key,
+            f"is shorter than {MIN_EXPOSED_TOKEN} characters, too easy to guess for an API"
+            f" exposed on {host}; e.g. openssl rand -hex 24",
+        )
 
 
 def _default_subscriptions() -> list[SubscriptionConfig]:
@@ -368,7 +386,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(".".join(path), f"cannot set a key inside {part!r}")
             node = child
-        node[path[-1]] = _env_value(raw)
+        node[path[-1]] = raw if path[-1] in SECRET_KEYS else _env_value(raw)
 
 
 def _key_of(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:

@@ -26,7 +26,7 @@ from gateway.api.bind import bind_socket, is_loopback_host
 from gateway.api.connections import ConnectionTable
 from gateway.api.reader import ReadPool
 from gateway.api.state import ApiState, GatewayView
-from gateway.config import ApiConfig, Settings
+from gateway.config import ApiConfig, Settings, check_token_length
 from gateway.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,9 @@ def api_service(settings: Settings) -> ApiService:
     config = settings.api
     token = resolve_token(config)
     exposed = not is_loopback_host(config.host)
+    if exposed and token is not None:
+        key = "api.token" if config.token is not None else "api.token_file"
+        check_token_length(token, key, config.host)
     if exposed and token is None and not config.allow_insecure_bind:
         # Also enforced when the settings load; repeated here for settings built in code.
         raise ConfigError("api.token", f"required when api.host ({config.host}) is not loopback")

@@ -3,6 +3,7 @@ token (DNS rebinding), and tokens from the environment."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -84,20 +85,53 @@ def test_with_a_token_the_host_is_not_checked(
         assert gateway.terminate() == 0, gateway.log_text()
 
 
-def run_check_config(
-    tmp: Path, broker: Broker, api: str, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    cfg = write_config(tmp / "check.toml", broker.port, tmp / "check.db", extra=f"[api]\n{api}\n")
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--config", str(cfg)],
+@pytest.mark.parametrize("value", ["null", "false"])
+def test_a_token_from_the_environment_is_a_string_never_null(
+    broker: Broker, tmp_path: Path, value: str
+) -> None:
+    """``TIDEGATE_API__TOKEN=null`` used to remove the file's token and open the API."""
+    gateway, url = start_gateway(
+        tmp_path,
+        broker,
+        f"envtok-{value}",
+        f'token = "{TOKEN}"',
+        env={"TIDEGATE_API__TOKEN": value},
+    )
+    try:
+        assert httpx.get(url + "/api/v1/sensors", timeout=10).status_code == 401
+        headers = {"authorization": f"Bearer {value}"}
+        assert httpx.get(url + "/api/v1/sensors", headers=headers, timeout=10).status_code == 200
+    finally:
+        assert gateway.terminate() == 0, gateway.log_text()
+
+
+@pytest.mark.parametrize(
+    ("api", "env", "key"),
+    [
+        ('host = "0.0.0.0"', {"TIDEGATE_API__TOKEN": "short-token"}, "api.token"),
+        ('host = "0.0.0.0"\ntoken_file = "TOKEN_FILE"', {}, "api.token_file"),
+    ],
+    ids=["token", "token_file"],
+)
+def test_an_exposed_api_refuses_a_token_under_16_characters(
+    broker: Broker, tmp_path: Path, api: str, env: dict[str, str], key: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("short-token\n")
+    cfg = write_config(
+        tmp_path / "exposed.toml",
+        broker.port,
+        tmp_path / "exposed.db",
+        extra=f"[api]\nport = 0\n{api.replace('TOKEN_FILE', str(token_file))}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**_clean_env(), **env},
+        env={**os.environ, **env},
     )
-
-
-def _clean_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    assert result.returncode == 2, result.stderr
+    assert f"config error: {key}: is shorter than 16 characters" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "exposed.db").exists()

@@ -124,3 +124,46 @@ def test_cli_check_config_masks_password(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "s3cret" not in proc.stdout
     assert "config OK" in proc.stdout
+
+
+@pytest.mark.parametrize("value", ["null", "true", "false", "1234", '{"a": 1}', " spaced "])
+def test_secrets_from_the_environment_stay_strings(tmp_path: Path, value: str) -> None:
+    """``TIDEGATE_API__TOKEN=null`` must not silently remove the file's token."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[api]\ntoken = "from-the-file-0123456789"\n[mqtt]\npassword = "p"\n')
+    env = {"TIDEGATE_API__TOKEN": value, "TIDEGATE_MQTT__PASSWORD": value}
+    settings = load_settings(cfg, environ=env)
+    assert settings.api.token is not None
+    assert settings.api.token.get_secret_value() == value
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value() == value
+
+
+def test_non_secret_values_are_still_parsed_from_json() -> None:
+    settings = load_settings(None, environ={"TIDEGATE_API__ENABLED": "false"})
+    assert settings.api.enabled is False
+
+
+def test_exposed_api_refuses_a_short_token() -> None:
+    env = {"TIDEGATE_API__HOST": "0.0.0.0", "TIDEGATE_API__TOKEN": "fifteen-chars-x"}
+    with pytest.raises(ConfigError, match="shorter than 16") as caught:
+        load_settings(None, environ=env)
+    assert caught.value.key == "api.token"
+    env["TIDEGATE_API__TOKEN"] = "sixteen-chars-xx"
+    assert load_settings(None, environ=env).api.token is not None
+    # On loopback a short token is the owner's business.
+    assert load_settings(None, environ={"TIDEGATE_API__TOKEN": "null"}).api.token is not None
+
+
+def test_exposed_api_refuses_a_short_token_file(tmp_path: Path) -> None:
+    from gateway.api.service import api_service
+
+    secret = tmp_path / "token"
+    secret.write_text("short\n")
+    settings = load_settings(
+        None,
+        environ={"TIDEGATE_API__HOST": "0.0.0.0", "TIDEGATE_API__TOKEN_FILE": str(secret)},
+    )
+    with pytest.raises(ConfigError, match="shorter than 16") as caught:
+        api_service(settings)
+    assert caught.value.key == "api.token_file"

@@ -147,8 +147,8 @@ def test_exposed_host_needs_a_token_or_explicit_consent(tmp_path: Path) -> None:
         load_settings(None, environ={"TIDEGATE_API__HOST": "0.0.0.0"})
     assert info.value.key == "api.token"
     assert "allow_insecure_bind" in str(info.value)
-    env = {"TIDEGATE_API__HOST": "0.0.0.0", "TIDEGATE_API__TOKEN": "t0ken"}
-    assert resolve_token(load_settings(None, environ=env).api) == "t0ken"
+    env = {"TIDEGATE_API__HOST": "0.0.0.0", "TIDEGATE_API__TOKEN": "t0ken-of-16-chars"}
+    assert resolve_token(load_settings(None, environ=env).api) == "t0ken-of-16-chars"
     insecure = {"TIDEGATE_API__HOST": "0.0.0.0", "TIDEGATE_API__ALLOW_INSECURE_BIND": "true"}
     assert resolve_token(load_settings(None, environ=insecure).api) is None
     disabled = {"TIDEGATE_API__HOST": "0.0.0.0", "TIDEGATE_API__ENABLED": "false"}
