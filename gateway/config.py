@@ -120,6 +120,13 @@ class SubscriptionConfig(_Section):
     tags_field: str = "tags"
     flatten_separator: str = "."
     influx_precision: Literal["auto", "s", "ms", "us", "ns"] = "ns"
+    # Mapping options (gateway/codecs/mapping.py, docs/formats.md).
+    timezone: str | None = None
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    rename: dict[str, str] = Field(default_factory=dict)
+    strip_prefix: str = ""
+    units: dict[str, str] = Field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -140,6 +147,30 @@ class SubscriptionConfig(_Section):
 
             TopicTemplate.parse(self.topic_template)  # raises ValueError on a bad template
         return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str | None) -> str | None:
+        from gateway.codecs.mapping import resolve_timezone
+
+        resolve_timezone(value)  # ValueError names the problem; pydantic adds the key
+        return value
+
+    @field_validator("units")
+    @classmethod
+    def _units_are_usable(cls, value: dict[str, str]) -> dict[str, str]:
+        from gateway.codecs.mapping import check_name_map
+
+        check_name_map(value, "unit", Limits())
+        return value
+
+    @field_validator("rename")
+    @classmethod
+    def _renames_are_usable(cls, value: dict[str, str]) -> dict[str, str]:
+        from gateway.codecs.mapping import check_name_map
+
+        check_name_map(value, "metric", Limits())
+        return value
 
 
 class PipelineConfig(_Section):

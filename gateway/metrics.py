@@ -54,7 +54,7 @@ class Histogram:
 
 @dataclass
 class SubscriptionCounters:
-    """Per-subscription message counts."""
+    """Per-subscription message counts (``skipped``: payload fields skipped, not messages)."""
 
     received: int = 0
     stored_messages: int = 0

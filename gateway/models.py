@@ -45,13 +45,28 @@ class DeadLetter:
     subscription: str = ""
 
 
+MAX_SKIPPED_NAMES = 20
+"""How many skipped field names a message keeps (the count is always exact)."""
+
+
 @dataclass(slots=True)
 class Decoded:
-    """What a codec made of one message: readings, plus a count of leaves it skipped
-    on purpose (strings, states) that are not errors."""
+    """What a codec made of one message: readings, plus the fields it skipped on purpose
+    (strings, states, nulls, NaN, excluded fields) that are not errors: ``skipped``
+    counts them exactly, ``skipped_names`` names the first :data:`MAX_SKIPPED_NAMES`."""
 
     readings: list[Reading]
     skipped: int = 0
+    skipped_names: list[str] | None = None
+
+    def skip(self, name: str) -> None:
+        """Count one skipped field named ``name``."""
+        self.skipped += 1
+        names = self.skipped_names
+        if names is None:
+            self.skipped_names = [name]
+        elif len(names) < MAX_SKIPPED_NAMES:
+            names.append(name)
 
 
 def _no_ack() -> None:
@@ -73,5 +88,7 @@ class Envelope:
     ack: Callable[[], None] = field(default=_no_ack)
     subscription: str = ""
     skipped: int = 0
+    skipped_names: list[str] | None = None
+    """The first skipped field names (see :class:`Decoded`), for ``tidegate decode``."""
     received_at: float = 0.0
     """``time.monotonic()`` when the message arrived; used for commit-latency metrics."""

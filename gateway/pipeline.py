@@ -84,9 +84,9 @@ class Pipeline:
         sub.received += 1
         if envelope.skipped:
             metrics.leaves_skipped += envelope.skipped
+            sub.skipped += envelope.skipped  # fields, like leaves_skipped
         if not envelope.readings and envelope.dead_letter is None:
             metrics.messages_empty += 1
-            sub.skipped += 1
             envelope.ack()
             return
         while self._queued_readings >= self.readings_limit:

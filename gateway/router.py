@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from gateway.codecs import Codec, get_codec
+from gateway.codecs.mapping import FieldMapping, resolve_timezone
 from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
 from gateway.models import DeadLetter, Envelope
@@ -42,14 +44,28 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(f_parts) == len(t_parts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Route:
-    """A subscription ready to decode: its codec and parsed template."""
+    """A subscription ready to decode: its codec, parsed template, field mapping and the
+    zone of its naive timestamps."""
 
     config: SubscriptionConfig
     codec: Codec
     template: TopicTemplate | None
     label: str = ""
+    mapping: FieldMapping | None = None
+    tz: tzinfo | None = None
+
+    @classmethod
+    def build(cls, sub: SubscriptionConfig, limits: Limits) -> Route:
+        return cls(
+            sub,
+            get_codec(sub.format),
+            TopicTemplate.parse(sub.topic_template) if sub.topic_template else None,
+            sub.label,
+            FieldMapping.from_options(sub, limits),
+            resolve_timezone(sub.timezone),
+        )
 
 
 @dataclass(slots=True)
@@ -70,15 +86,7 @@ class Router:
     def __init__(
         self, subscriptions: list[SubscriptionConfig], limits: Limits, max_payload_bytes: int
     ) -> None:
-        self.routes = [
-            Route(
-                sub,
-                get_codec(sub.format),
-                TopicTemplate.parse(sub.topic_template) if sub.topic_template else None,
-                sub.label,
-            )
-            for sub in subscriptions
-        ]
+        self.routes = [Route.build(sub, limits) for sub in subscriptions]
         self.limits = limits
         self.max_payload_bytes = max_payload_bytes
         self._by_topic: dict[str, _Prepared] = {}
@@ -104,6 +112,7 @@ class Router:
                 limits=self.limits,
                 options=config,
                 topic_wins=config.topic_wins,
+                tz=route.tz,
             )
             prepared = _Prepared(route, route.label, ctx)
             if route.template is not None:
@@ -132,7 +141,10 @@ class Router:
                     f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.max_payload_bytes}"
                 )
             ctx.now_ms = now_ms
-            decoded = prepared.route.codec(payload, ctx)
+            route = prepared.route
+            decoded = route.codec(payload, ctx)
+            if route.mapping is not None:
+                decoded = route.mapping.apply(decoded)
         except DecodeError as exc:
             return Envelope(
                 [],
@@ -154,5 +166,6 @@ class Router:
             None,
             subscription=label,
             skipped=decoded.skipped,
+            skipped_names=decoded.skipped_names,
             received_at=received,
         )

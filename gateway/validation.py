@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from gateway.errors import DecodeError
@@ -46,6 +46,9 @@ class DecodeContext:
     topic_wins: bool = False
     options: Any = None
     """The subscription's codec options (:class:`gateway.config.CodecOptions`) or None."""
+    tz: tzinfo | None = None
+    """The zone of timestamps written without an offset (the subscription's
+    ``timezone``); None means UTC."""
 
 
 def check_name(kind: str, value: object, limits: Limits) -> str:
@@ -91,14 +94,15 @@ def epoch_to_ms(number: float) -> int:
     return round(number / 1_000_000)
 
 
-def parse_iso_ms(text: str) -> int:
-    """ISO 8601 text → epoch ms. Naive times are UTC."""
+def parse_iso_ms(text: str, tz: tzinfo | None = None) -> int:
+    """ISO 8601 text → epoch ms. Times without an offset are in ``tz`` (UTC if None);
+    in a zone's repeated autumn hour the first (summer-time) occurrence is taken."""
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise DecodeError(f"timestamp {text[:40]!r} is not ISO 8601 or an epoch number") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=UTC if tz is None else tz)
     return round(parsed.timestamp() * 1000)
 
 
@@ -116,7 +120,7 @@ def to_ts_ms(raw: object, ctx: DecodeContext) -> int:
         try:
             ts_ms = epoch_to_ms(float(raw))
         except ValueError:
-            ts_ms = parse_iso_ms(raw)
+            ts_ms = parse_iso_ms(raw, ctx.tz)
         except OverflowError:
             raise DecodeError("timestamp out of range") from None
     else:

@@ -7,7 +7,7 @@ also builds the *faulty* messages the gateway must dead-letter (never store):
 
 * ``malformed``: not valid for the codec at all (truncated JSON, plain text, wrong
   shape);
-* ``out_of_range``: well-formed but rejected by validation (NaN, a timestamp before
+* ``out_of_range``: well-formed but rejected by validation (NaN or Infinity, a timestamp before
   2000 or years in the future).
 
 Every faulty payload carries the marker ``tgfault:<run>-<n>`` so ``verify`` can find
@@ -134,8 +134,8 @@ def _multi_fault(
             text = f"{FAULT_MARKER}{fault_id} {body}"
         else:  # an array of non-objects (the codec wants reading objects)
             text = f'["{FAULT_MARKER}{fault_id}", 1, 2]'
-    elif choice == 0:
-        text = f'{{{mark}{sid},"{target.metrics[0]}":NaN,"ts":{ts_ms}}}'
+    elif choice == 0:  # a NaN leaf is skipped like null (ESPHome); Infinity is refused
+        text = f'{{{mark}{sid},"{target.metrics[0]}":Infinity,"ts":{ts_ms}}}'
     elif choice == 1:
         text = f'{{{mark}{sid},{body},"ts":{ABSURD_PAST_MS}}}'
     else:

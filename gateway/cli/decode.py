@@ -121,8 +121,20 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     write_rows(envelope_rows(envelope), COLUMNS, "json")
     if envelope.skipped:
-        print(
-            f"tidegate: {envelope.skipped} non-numeric value(s) skipped (not stored, not errors)",
-            file=sys.stderr,
-        )
+        print(f"tidegate: {skipped_summary(envelope)}", file=sys.stderr)
     return 0
+
+
+def skipped_summary(envelope: Envelope) -> str:
+    """One line saying how many fields were skipped and naming them (strings, nulls,
+    NaN, arrays, or left out by ``include``/``exclude``)."""
+    names = envelope.skipped_names or []
+    count = envelope.skipped
+    text = (
+        f"{count} field{'s' if count != 1 else ''} skipped (not numbers, or excluded; not errors)"
+    )
+    if names:
+        shown = ", ".join(names)
+        more = count - len(names)
+        text += f": {shown}" + (f" and {more} more" if more > 0 else "")
+    return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,18 +30,34 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
-def rows(args: argparse.Namespace, conn: Any) -> Iterator[dict[str, Any]]:
+class Truncation:
+    """Set by :func:`rows` when more rows matched than ``--limit`` allowed."""
+
+    def __init__(self) -> None:
+        self.truncated = False
+
+
+def rows(
+    args: argparse.Namespace, conn: Any, truncation: Truncation | None = None
+) -> Iterator[dict[str, Any]]:
     since = query.parse_time_ms(args.since) if args.since else None
     until = query.parse_time_ms(args.until) if args.until else None
-    for row in query.readings(
-        conn,
-        sensor=args.sensor,
-        metric=args.metric,
-        since_ms=since,
-        until_ms=until,
-        limit=args.limit,
-        descending=args.latest,
+    limit = args.limit
+    for count, row in enumerate(
+        query.readings(
+            conn,
+            sensor=args.sensor,
+            metric=args.metric,
+            since_ms=since,
+            until_ms=until,
+            limit=limit + 1 if limit else 0,  # one more tells whether there are more
+            descending=args.latest,
+        )
     ):
+        if limit and count >= limit:
+            if truncation is not None:
+                truncation.truncated = True
+            return
         yield {
             "sensor_id": row.sensor_id,
             "metric": row.metric,
@@ -52,8 +69,15 @@ def rows(args: argparse.Namespace, conn: Any) -> Iterator[dict[str, Any]]:
 
 def handle(args: argparse.Namespace) -> int:
     conn, _path = open_db(args)
+    truncation = Truncation()
     try:
-        write_rows(rows(args, conn), COLUMNS, args.format)
+        write_rows(rows(args, conn, truncation), COLUMNS, args.format)
     finally:
         conn.close()
+    if truncation.truncated:
+        print(
+            f"tidegate: showing the first {args.limit} rows; more match"
+            " (raise --limit, or --limit 0 for all)",
+            file=sys.stderr,
+        )
     return 0

@@ -101,10 +101,40 @@ def ts_ms(raw: object, fmt: TsFormat, ctx: DecodeContext) -> int:
                 raise DecodeError(
                     f"timestamp must be ISO 8601 text (ts_format=iso), got {type(raw).__name__}"
                 )
-            return check_ts_ms(parse_iso_ms(raw), ctx)
-        return check_ts_ms(_scaled(raw, fmt), ctx)
+            return check_ts_ms(parse_iso_ms(raw, ctx.tz), ctx)
+        scaled = _scaled(raw, fmt)
+        try:
+            return check_ts_ms(scaled, ctx)
+        except DecodeError as exc:
+            hint = precision_hint(scaled, fmt, "ts_format", ctx)
+            raise DecodeError(exc.reason + hint) from None
     except (OverflowError, ValueError, OSError):
         raise DecodeError("timestamp out of range") from None
+
+
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+_MS_PER_UNIT = {"s": 1000.0, "ms": 1.0, "us": 0.001, "ns": 0.000001}
+
+
+def precision_hint(ts_ms: int, configured: str, option_name: str, ctx: DecodeContext) -> str:
+    """When a timestamp read in unit ``configured`` fell outside the validation window,
+    a hint naming the unit that would put it inside (``""`` if none would)::
+
+        " (1714557600 looks like epoch seconds: set influx_precision = \"s\" or \"auto\")"
+    """
+    scale = _MS_PER_UNIT.get(configured)
+    if scale is None:
+        return ""
+    number = ts_ms / scale  # the number as it was written
+    lowest = ctx.limits.min_ts_ms
+    highest = ctx.now_ms + ctx.limits.max_future_ms
+    for unit, per in _MS_PER_UNIT.items():
+        if unit != configured and lowest <= number * per <= highest:
+            return (
+                f" ({number:.0f} looks like epoch {_UNIT_NAMES[unit]}:"
+                f' set {option_name} = "{unit}" or "auto")'
+            )
+    return ""
 
 
 def _scaled(raw: object, fmt: str) -> int:

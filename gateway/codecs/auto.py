@@ -7,7 +7,8 @@ Rules, in order (``docs/decisions/0043-auto-detection.md``):
 2. after leading whitespace, ``[`` → JSON array: ``senml`` if its first element is an
    object whose keys are all SenML labels (``bn``, ``n``, ``v``, ``t``, …), else ``json``;
 3. ``{`` or ``"`` → ``json``;
-4. a bare number or ``true``/``false`` → ``raw``;
+4. a bare number or ``true``/``false``, or a "no value" word (``nan``, ``None``,
+   ``null``) → ``raw``;
 5. anything else → ``influx`` (line protocol), whose parser explains what is wrong.
 
 The dead-letter reason names the detected format: ``auto-detected influx: line 1: …``.
@@ -56,7 +57,7 @@ def _detect(payload: bytes) -> tuple[str, Any]:
         return ("senml" if _looks_senml(data) else "json"), data
     if lead in (b"{", b'"'):
         return "json", None
-    if not stripped or raw.parse_scalar(stripped) is not None:
+    if not stripped or raw.parse_scalar(stripped) is not None or raw.is_no_value(stripped):
         return "raw", None
     return "influx", None
 

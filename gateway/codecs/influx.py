@@ -12,10 +12,11 @@ boolean (``t T true True TRUE f F false False FALSE`` → 1/0); string fields
 
 Mapping (``docs/decisions/0042-influx-mapping.md``):
 
-* metric = ``<measurement>.<field key>``;
 * sensor_id = the tag named by ``sensor_id_field`` (default ``sensor_id``), else the
   ``host`` tag, else the topic template's ``{sensor_id}`` (with ``topic_wins`` the
-  topic comes first). The tag used is not repeated as a tag;
+  topic comes first), else **the measurement**. The tag used is not repeated as a tag;
+* metric = ``<measurement>.<field key>``, or just ``<field key>`` when the measurement
+  already names the sensor (``weather temp=21.5`` → sensor ``weather``, metric ``temp``);
 * unit = the tag named by ``unit_field`` (default ``unit``), if present;
 * every other tag is kept as a tag (topic template tags merged in, line tags win);
 * timestamp in ``influx_precision`` (``ns`` by default like InfluxDB; ``auto`` tells
@@ -30,7 +31,7 @@ from __future__ import annotations
 import re
 
 from gateway.codecs import register
-from gateway.codecs._common import NameCache, checked, option, text_of
+from gateway.codecs._common import NameCache, checked, option, precision_hint, text_of
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading, Tags
 from gateway.validation import (
@@ -292,14 +293,16 @@ def _timestamp_ms(raw: str | None, precision: str, number: int, ctx: DecodeConte
     try:
         return check_ts_ms(ts_ms, ctx)
     except DecodeError as exc:
-        raise DecodeError(f"line {number}: {exc.reason}") from None
+        hint = precision_hint(ts_ms, precision, "influx_precision", ctx)
+        raise DecodeError(f"line {number}: {exc.reason}{hint}") from None
 
 
 # --- mapping -----------------------------------------------------------------------
 
 
 Series = tuple[str, str | None, Tags, str]
-"""What a line's measurement and tags resolve to: sensor_id, unit, tags, measurement."""
+"""What a line's measurement and tags resolve to: sensor_id, unit, tags, and the
+metric prefix (``"<measurement>."``, or ``""`` when the measurement is the sensor)."""
 
 
 def _series(line: _Line, number: int, ctx: DecodeContext, names: NameCache) -> Series:
@@ -323,16 +326,17 @@ def _series(line: _Line, number: int, ctx: DecodeContext, names: NameCache) -> S
         sensor_id: str | None = topic_sid
     else:
         sensor_id = from_tag if from_tag is not None else topic_sid
+    if not line.measurement:
+        raise DecodeError(f"line {number}: missing measurement")
+    prefix = line.measurement + "."
     if sensor_id is None:
-        raise DecodeError(
-            f"line {number}: no sensor_id: add a {sid_tag!r} or 'host' tag,"
-            " or {sensor_id} to the topic_template"
-        )
+        # No tag and no template names a sensor: the measurement does (Telegraf's and
+        # most devices' lines carry no host tag), and the field key is the metric.
+        sensor_id = line.measurement
+        prefix = ""
     unit = tags.pop(unit_tag, None)
     if len(tags) + len(ctx.topic_tags) > limits.max_tags:
         raise DecodeError(f"line {number}: more than {limits.max_tags} tags")
-    if not line.measurement:
-        raise DecodeError(f"line {number}: missing measurement")
     try:
         line_tags: Tags = tuple(
             sorted((names("tag name", k), names("tag value", v)) for k, v in tags.items())
@@ -341,30 +345,29 @@ def _series(line: _Line, number: int, ctx: DecodeContext, names: NameCache) -> S
             names("sensor_id", sensor_id),
             None if unit is None else names("unit", unit),
             merge_tags(ctx.topic_tags, line_tags),
-            line.measurement,
+            prefix,
         )
     except DecodeError as exc:
         raise DecodeError(f"line {number}: {exc.reason}") from None
 
 
 def _to_readings(
-    line: _Line, series: Series, number: int, ts_ms: int, names: NameCache, out: list[Reading]
-) -> int:
-    sensor_id, unit, tags, measurement = series
-    skipped = 0
+    line: _Line, series: Series, number: int, ts_ms: int, names: NameCache, out: Decoded
+) -> None:
+    sensor_id, unit, tags, prefix = series
+    append = out.readings.append
     for key, raw in line.fields:
         if not key:
             raise DecodeError(f"line {number}: empty field key")
         if raw is None:
-            skipped += 1  # string field: not a number, not an error
+            out.skip(prefix + key)  # string field: not a number, not an error
             continue
         value = _field_value(raw, key, number)  # finite by construction
         try:
-            metric = names("metric", f"{measurement}.{key}")
+            metric = names("metric", prefix + key)
         except DecodeError as exc:
             raise DecodeError(f"line {number}: {exc.reason}") from None
-        out.append(Reading(sensor_id, metric, ts_ms, value, unit, tags))
-    return skipped
+        append(Reading(sensor_id, metric, ts_ms, value, unit, tags))
 
 
 def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
@@ -372,8 +375,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
     text = text_of(payload, "line protocol")
     precision = option(ctx, "influx_precision", "ns")
     limit = ctx.limits.max_readings_per_message
-    readings: list[Reading] = []
-    skipped = 0
+    decoded = Decoded([])
+    readings = decoded.readings
     lines = _lines(text)
     if not lines:
         raise DecodeError("line protocol payload has no lines")
@@ -388,10 +391,10 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
             if head is not None:
                 heads[head] = series
         ts_ms = _timestamp_ms(parsed.timestamp, precision, number, ctx)
-        skipped += _to_readings(parsed, series, number, ts_ms, names, readings)
+        _to_readings(parsed, series, number, ts_ms, names, decoded)
         if len(readings) > limit:
             break  # checked() below reports it; stop parsing a flood early
-    return checked(Decoded(readings, skipped), ctx)
+    return checked(decoded, ctx)
 
 
 register("influx", decode)

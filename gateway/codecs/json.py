@@ -166,47 +166,116 @@ def _from_objects(items: list[Any], ctx: DecodeContext, names: tuple[str, ...]) 
     return readings
 
 
-def _flatten(node: dict[str, Any], prefix: str, sep: str, out: list[tuple[str, Any]]) -> None:
+def _flatten(node: dict[str, Any], prefix: str, sep: str, out: list[tuple[str, str, Any]]) -> None:
+    """Leaves of ``node`` as ``(flattened name, own key, value)``."""
     for key, value in node.items():
         name = f"{prefix}{sep}{key}" if prefix else key
         if isinstance(value, dict):
             _flatten(value, name, sep, out)
         else:
-            out.append((name, value))
+            out.append((name, key, value))
+
+
+def path_get(data: dict[str, Any], path: str) -> tuple[bool, Any]:
+    """``(found, value)`` of field ``path`` in ``data``: the key itself if present (keys
+    may contain dots: Tasmota's ``PM2.5``), else a dotted path into nested objects
+    (``params.ts``)."""
+    if path in data:
+        return True, data[path]
+    if "." not in path:
+        return False, None
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _without(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """``data`` minus the field at ``path`` (copying only the objects on the path), so a
+    nested timestamp or sensor id is not also stored as a metric."""
+    if path in data:
+        return {k: v for k, v in data.items() if k != path}
+    head, _, rest = path.partition(".")
+    child = data.get(head)
+    if not rest or not isinstance(child, dict):
+        return data
+    return {**data, head: _without(child, rest)}
+
+
+TASMOTA_UNITS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "TempUnit": (("Temperature", "DewPoint"), {"C": "°C", "F": "°F"}),
+    "PressureUnit": (("Pressure",), {}),
+    "SpeedUnit": (("Speed",), {}),
+}
+"""Tasmota's unit fields (``"TempUnit":"C"`` next to the sensors), the leaf keys each
+applies to (any key containing one of the words, as Tasmota itself decides when to add
+the field), and spellings to translate."""
+
+
+def _unit_rules(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    rules: list[tuple[tuple[str, ...], str]] = []
+    for field_name, (words, spellings) in TASMOTA_UNITS.items():
+        unit = data.get(field_name)
+        if isinstance(unit, str) and unit.strip():
+            rules.append((words, spellings.get(unit, unit)))
+    return rules
+
+
+def _unit_for(key: str, rules: list[tuple[tuple[str, ...], str]]) -> str | None:
+    for words, unit in rules:
+        if any(word in key for word in words):
+            return unit
+    return None
 
 
 def _from_multi_metric(data: dict[str, Any], ctx: DecodeContext, names: tuple[str, ...]) -> Decoded:
     sid_key, metric_key, _value_key, ts_key, unit_key, tags_key = names
-    sensor_id = _pick(data.get(sid_key), ctx.topic_fields.get("sensor_id"), ctx.topic_wins)
+    found, payload_sid = path_get(data, sid_key)
+    sensor_id = _pick(
+        payload_sid if found else None, ctx.topic_fields.get("sensor_id"), ctx.topic_wins
+    )
     if sensor_id is None:
         raise DecodeError("no sensor_id in payload or topic")
-    when = ts_ms(data.get(ts_key), option(ctx, "ts_format", "auto"), ctx)
+    found, raw_ts = path_get(data, ts_key)
+    when = ts_ms(raw_ts if found else None, option(ctx, "ts_format", "auto"), ctx)
     tags = merge_tags(ctx.topic_tags, check_tags(data.get(tags_key), ctx))
     reserved = {sid_key, metric_key, ts_key, unit_key, tags_key}
+    rules = _unit_rules(data)
+    if rules:
+        reserved.update(TASMOTA_UNITS)  # used as units, not skipped values
+    body = {k: v for k, v in data.items() if k not in reserved}
+    for path in (ts_key, sid_key):
+        if path not in data and "." in path:
+            body = _without(body, path)
     sep = option(ctx, "flatten_separator", ".")
     # A {metric} captured from the topic names the group these leaves belong to.
     prefix = ctx.topic_fields.get("metric") or ""
-    leaves: list[tuple[str, Any]] = []
-    _flatten({k: v for k, v in data.items() if k not in reserved}, prefix, sep, leaves)
-    readings: list[Reading] = []
-    skipped = 0
-    for name, value in leaves:
-        if isinstance(value, bool | int | float):
+    leaves: list[tuple[str, str, Any]] = []
+    _flatten(body, prefix, sep, leaves)
+    decoded = Decoded([])
+    append = decoded.readings.append
+    for name, key, value in leaves:
+        if isinstance(value, bool | int | float) and value == value:  # NaN != NaN
             number = finite(value, f"{name}")
-            readings.append(make_reading(sensor_id, name, when, number, None, tags, ctx))
+            unit = _unit_for(key, rules) if rules else None
+            append(make_reading(sensor_id, name, when, number, unit, tags, ctx))
         else:
-            skipped += 1  # strings, nulls, arrays: not numbers, not errors
-    return Decoded(readings, skipped)
+            decoded.skip(name)  # strings, nulls, NaN, arrays: not numbers, not errors
+    return decoded
 
 
 def _from_scalar(data: object, ctx: DecodeContext) -> Decoded:
     """A bare JSON number/boolean: one reading named entirely by the topic."""
-    if not isinstance(data, bool | int | float):
-        return Decoded([], 1)  # a bare string or null: a non-numeric leaf
+    metric = ctx.topic_fields.get("metric") or "value"
+    if not isinstance(data, bool | int | float) or data != data:
+        decoded = Decoded([])  # a bare string, null or NaN: a non-numeric leaf
+        decoded.skip(metric)
+        return decoded
     sensor_id = ctx.topic_fields.get("sensor_id")
     if sensor_id is None:
         raise DecodeError("a bare JSON value needs {sensor_id} in the topic_template")
-    metric = ctx.topic_fields.get("metric") or "value"
     value = finite(data)
     return Decoded([make_reading(sensor_id, metric, ctx.now_ms, value, None, ctx.topic_tags, ctx)])
 
@@ -234,7 +303,9 @@ def _decode(payload: bytes, ctx: DecodeContext) -> Decoded:
             raise DecodeError(_reason(exc)) from None
         return checked(Decoded(_from_objects(items, ctx, names)), ctx)
     try:
-        data = pydantic_core.from_json(payload, allow_inf_nan=False)
+        # NaN/Infinity are parsed so that a NaN leaf can be skipped like null (ESPHome);
+        # reading objects still refuse them (FiniteFloat) and Infinity is an error.
+        data = pydantic_core.from_json(payload, allow_inf_nan=True)
     except ValueError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     if isinstance(data, list):

@@ -6,6 +6,10 @@ The topic names the reading: ``sensor_id`` from the template's ``{sensor_id}``
 captures become tags. The timestamp is the receive time. This is how ESPHome, Tasmota's
 ``stat/…`` topics and many hand-written sensors publish (``home/kitchen/temperature`` →
 ``21.5``).
+
+A sensor that has no value publishes ``nan`` (ESPHome, any case, also ``-nan``),
+``None`` (ESPHome with ``publish_nan_as_none``) or ``null``: like a JSON ``null`` that
+is a skipped field, counted, not an error.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from gateway.validation import DecodeContext, make_reading
 
 _MAX_TEXT = 64
 """Longer payloads cannot be a plain number (``float`` itself is 24 characters at most)."""
+
+NO_VALUE = frozenset({b"nan", b"-nan", b"+nan", b"none", b"null"})
+"""Payloads (lower-cased) that say "no value right now" rather than being malformed."""
+
+
+def is_no_value(payload: bytes) -> bool:
+    """Whether ``payload`` is one of :data:`NO_VALUE` (surrounding whitespace ignored)."""
+    text = payload.strip()
+    return len(text) <= 5 and text.lower() in NO_VALUE
 
 
 def parse_scalar(payload: bytes) -> float | None:
@@ -46,6 +59,10 @@ def decode(payload: bytes, ctx: DecodeContext) -> Decoded:
     """Decode a bare number/boolean payload; raises only DecodeError."""
     value = parse_scalar(payload)
     if value is None:
+        if is_no_value(payload):
+            decoded = Decoded([])
+            decoded.skip(ctx.topic_fields.get("metric") or "value")
+            return decoded
         shown = payload.strip()[:40].decode("utf-8", "replace")
         if not payload.strip():
             raise DecodeError("raw payload is empty")

@@ -14,7 +14,7 @@ record until replaced. Each record resolves to:
   sum when both are missing) is stored as metric ``<metric>.sum`` with unit ``<unit>*s``.
 
 Rejected (the whole message is dead-lettered, nothing half-stored): a pack that is not
-an array of objects/maps; ``bver`` above 10; an unknown field whose label ends in
+an array of objects/maps, or an empty one (``[]``); ``bver`` above 10; an unknown field whose label ends in
 ``_`` (RFC 8428 "must understand"); a field of the wrong type; a record with no value
 field and no sum, or with more than one value field; a bad resolved name; a timestamp
 outside the validation window.
@@ -156,6 +156,8 @@ def decode_pack(records: object, ctx: DecodeContext, cbor: bool = False) -> Deco
     """Resolve an already parsed SenML pack (a list of records) into readings."""
     if not isinstance(records, list | tuple):
         raise DecodeError(f"SenML pack must be an array of records, got {type(records).__name__}")
+    if not records:
+        raise DecodeError("SenML pack is empty (RFC 8428: a pack holds one or more records)")
     limit = ctx.limits.max_readings_per_message
     if len(records) > limit:
         raise DecodeError(f"{len(records)} SenML records in one message (limit {limit})")

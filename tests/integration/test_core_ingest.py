@@ -241,6 +241,7 @@ async def test_read_commands(broker: Broker, tmp_path: Path, running_factory) ->
     assert out.returncode == 0 and len(out.stdout.strip().splitlines()) == 51
     out = cli("query", "--db", str(db), "--limit", "3")
     assert out.returncode == 0 and len(out.stdout.strip().splitlines()) == 5  # header, rule, 3 rows
+    assert "showing the first 3 rows; more match" in out.stderr
     out = cli("query", "--db", str(db), "--since", "yesterday-ish")
     assert out.returncode == 1 and "bad time" in out.stderr
     out = cli("sensors", "--db", str(db), "--format", "json")

@@ -139,3 +139,16 @@ async def test_empty_message_acked_at_once_and_dead_letters_committed() -> None:
         2,
         1,
     )
+
+
+async def test_skipped_counts_fields_per_subscription_not_messages() -> None:
+    pipeline = Pipeline(MemorySink(), PipelineConfig())
+    pipeline.start()
+    reading = Reading("s", "m", NOW, 1.0)
+    await pipeline.submit(Envelope([], subscription="a", skipped=3))  # nothing storable
+    await pipeline.submit(Envelope([reading], subscription="a", skipped=2))  # some stored
+    await pipeline.submit(Envelope([], subscription="a"))  # an empty message
+    await pipeline.stop(5)
+    m = pipeline.metrics
+    assert (m.leaves_skipped, m.messages_empty) == (5, 2)
+    assert m.by_subscription["a"].skipped == 5

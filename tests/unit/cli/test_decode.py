@@ -101,7 +101,7 @@ def test_influx_subscription_with_tags(config: Path, capsys: Any, monkeypatch: A
             "tags": {"site": "berlin"},
         }
     ]
-    assert "1 non-numeric" in err
+    assert "1 field skipped" in err and ": env.note" in err
 
 
 def test_tasmota_subscription_options_apply(config: Path, capsys: Any, monkeypatch: Any) -> None:
@@ -120,8 +120,27 @@ def test_dead_letter_reason_exits_1(config: Path, capsys: Any, monkeypatch: Any)
 
 
 def test_nothing_storable_prints_empty_array(config: Path, capsys: Any, monkeypatch: Any) -> None:
-    code, out, _ = decode(config, capsys, monkeypatch, "sensors/a/b", b'{"state": "ON"}')
+    code, out, err = decode(config, capsys, monkeypatch, "sensors/a/b", b'{"state": "ON"}')
     assert (code, out) == (0, [])
+    assert "1 field skipped" in err and "b.state" in err
+
+
+def test_skipped_fields_are_counted_and_named(config: Path, capsys: Any, monkeypatch: Any) -> None:
+    # Zigbee2MQTT state (zigbee2mqtt.io docs/guide/usage/mqtt_topics_and_messages.md) plus
+    # the strings and nulls a real Aqara sensor's state carries.
+    payload = b'{"t":21.2,"state":"ON","update":{"state":"idle"},"color":null}'  # < 64 bytes
+    code, out, err = decode(config, capsys, monkeypatch, "sensors/a/b", payload)
+    assert code == 0 and len(out) == 1
+    assert "3 fields skipped" in err
+    assert "b.state, b.update.state, b.color" in err
+
+
+def test_esphome_nan_is_skipped_not_dead_lettered(
+    config: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    code, out, err = decode(config, capsys, monkeypatch, "esp/n1/sensor/t/state", b"nan")
+    assert (code, out) == (0, [])
+    assert "1 field skipped" in err and ": t" in err
 
 
 def test_no_matching_subscription(config: Path, capsys: Any, monkeypatch: Any) -> None:
@@ -151,8 +170,10 @@ def test_flags_override_format_and_template(config: Path, capsys: Any, monkeypat
         ("b", "value", {"room": "a"})
     ]
     # A topic no subscription matches can still be tried with --format.
-    code, out, _ = decode(config, capsys, monkeypatch, "new/x", b"[]", "--format", "senml")
-    assert (code, out) == (0, [])
+    code, out, _ = decode(
+        config, capsys, monkeypatch, "new/x", b'[{"n": "a/b", "v": 1}]', "--format", "senml"
+    )
+    assert (code, [(r["sensor_id"], r["metric"]) for r in out]) == (0, [("a", "b")])
 
 
 def test_bad_template_flag_is_a_usage_error(config: Path, capsys: Any, monkeypatch: Any) -> None:

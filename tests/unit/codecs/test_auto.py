@@ -41,6 +41,8 @@ SENML_CBOR = cbor2.dumps([{-2: "urn:dev:x:", 0: "temp", 2: 21.5}])
         (b'"ON"', "json"),
         (b"21.5", "raw"),
         (b" true ", "raw"),
+        (b"nan", "raw"),
+        (b"None", "raw"),
         (b"cpu,host=a usage=1", "influx"),
         (b"garbage", "influx"),
         (b"", "raw"),

@@ -68,7 +68,7 @@ def test_docs_basic_line() -> None:
 
 def test_docs_string_field_is_skipped_and_counted() -> None:
     got = run(f'myMeasurement,tag1=value1 fieldKey="fieldValue" {TS_NS}')
-    assert got == Decoded([], 1)
+    assert got == Decoded([], 1, ["myMeasurement.fieldKey"])
 
 
 def test_docs_measurement_with_spaces() -> None:
@@ -230,9 +230,43 @@ def test_sensor_id_tag_name_is_configurable() -> None:
     assert (reading.sensor_id, reading.tags) == ("d7", (("host", "h"),))
 
 
-def test_no_sensor_anywhere() -> None:
-    with pytest.raises(DecodeError, match="no sensor_id"):
-        run("m f=1", ctx(fields={}))
+def test_without_tag_or_template_the_measurement_is_the_sensor() -> None:
+    got = run(
+        'weather,room=k temp=21.5,wind=3i,note="gusty" 1556813561',
+        ctx(fields={}, influx_precision="s"),
+    )
+    assert got.readings == [
+        Reading("weather", "temp", 1_556_813_561_000, 21.5, None, (("room", "k"),)),
+        Reading("weather", "wind", 1_556_813_561_000, 3.0, None, (("room", "k"),)),
+    ]
+    assert (got.skipped, got.skipped_names) == (1, ["note"])
+
+
+def test_a_host_tag_still_names_the_sensor_without_a_template() -> None:
+    reading = one("cpu,host=pi usage=3.5", ctx(fields={}))
+    assert (reading.sensor_id, reading.metric) == ("pi", "cpu.usage")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "precision", "hint"),
+    [
+        ("1556813561", "ns", 'looks like epoch seconds: set influx_precision = "s" or "auto"'),
+        ("1556813561098", "ns", "looks like epoch milliseconds"),
+        ("1556813561098000", "ns", "looks like epoch microseconds"),
+        ("1556813561098000000", "s", "looks like epoch nanoseconds"),
+    ],
+)
+def test_a_timestamp_in_another_precision_gets_a_hint(
+    stamp: str, precision: str, hint: str
+) -> None:
+    with pytest.raises(DecodeError, match=hint):
+        run(f"m f=1 {stamp}", ctx(influx_precision=precision))
+
+
+def test_no_hint_when_no_precision_fits() -> None:
+    with pytest.raises(DecodeError) as info:
+        run("m f=1 5")
+    assert "looks like" not in info.value.reason
 
 
 def test_unit_tag_becomes_the_unit() -> None:

@@ -84,7 +84,12 @@ def test_tasmota_nested_sensor_is_flattened() -> None:
     got = run(payload, ctx({"sensor_id": "tasmota_1"}, ts_field="Time"))
     assert metrics(got) == {"AM2301.Temperature": 21.3, "AM2301.Humidity": 45.2}
     assert {r.ts_ms for r in got.readings} == {parse_iso_ms("2023-11-14T22:00:00Z")}
-    assert got.skipped == 1  # TempUnit
+    # TempUnit is used as the temperature's unit, not skipped.
+    assert {r.metric: r.unit for r in got.readings} == {
+        "AM2301.Temperature": "°C",
+        "AM2301.Humidity": None,
+    }
+    assert got.skipped == 0
 
 
 def test_tasmota_energy_payload() -> None:
@@ -136,6 +141,7 @@ def test_zigbee2mqtt_states_are_skipped_and_booleans_are_numbers() -> None:
     }
     # state, last_seen, update.state, color (null) and scenes (array) are not numbers.
     assert got.skipped == 5
+    assert got.skipped_names == ["state", "last_seen", "update.state", "color", "scenes"]
     assert {r.ts_ms for r in got.readings} == {NOW}
 
 
@@ -143,8 +149,106 @@ def test_esphome_bare_state_value() -> None:
     context = ctx({"sensor_id": "node1", "metric": "temperature"})
     assert run(b"21.5", context).readings == [Reading("node1", "temperature", NOW, 21.5)]
     assert run(b"true", context).readings[0].value == 1.0
-    assert run(b'"ON"', context) == Decoded([], 1)
-    assert run(b"null", context) == Decoded([], 1)
+    assert run(b'"ON"', context) == Decoded([], 1, ["temperature"])
+    assert run(b"null", context) == Decoded([], 1, ["temperature"])
+    assert run(b"NaN", context) == Decoded([], 1, ["temperature"])
+
+
+def test_nan_leaves_are_skipped_like_null_and_infinity_is_an_error() -> None:
+    got = run(b'{"temperature": NaN, "humidity": 40.5}', ctx({"sensor_id": "n"}))
+    assert metrics(got) == {"humidity": 40.5}
+    assert (got.skipped, got.skipped_names) == (1, ["temperature"])
+    with pytest.raises(DecodeError, match="not finite"):
+        run(b'{"temperature": Infinity}', ctx({"sensor_id": "n"}))
+    with pytest.raises(DecodeError, match="finite"):
+        run(b'{"sensor_id": "s", "metric": "m", "value": NaN}', ctx())
+
+
+# Tasmota's telemetry, with the unit fields its firmware appends after the sensors
+# (tasmota/support_tasmota.ino MqttShowSensor: "PressureUnit" when a Pressure is in the
+# payload, "TempUnit" when a Temperature is, "SpeedUnit" when a Speed is), as in the
+# BME280 payloads quoted in Tasmota's docs and forum.
+TASMOTA_BME280 = {
+    "Time": "2021-08-17T07:31:36",
+    "BME280": {"Temperature": 26.1, "Humidity": 47.2, "DewPoint": 14.0, "Pressure": 973.8},
+    "SR04": {"Distance": 59.368},
+    "PressureUnit": "hPa",
+    "TempUnit": "C",
+}
+
+
+def test_tasmota_unit_fields_become_units() -> None:
+    got = run(TASMOTA_BME280, ctx({"sensor_id": "weather"}, ts_field="Time"))
+    assert {r.metric: r.unit for r in got.readings} == {
+        "BME280.Temperature": "°C",
+        "BME280.Humidity": None,
+        "BME280.DewPoint": "°C",
+        "BME280.Pressure": "hPa",
+        "SR04.Distance": None,
+    }
+    assert got.skipped == 0
+    fahrenheit = run({**TASMOTA_BME280, "TempUnit": "F"}, ctx({"sensor_id": "w"}, ts_field="Time"))
+    assert {r.unit for r in fahrenheit.readings if "Temp" in r.metric} == {"°F"}
+
+
+def test_tasmota_local_time_in_the_configured_timezone() -> None:
+    # Tasmota sends local time without an offset (unless SetOption52 1).
+    from zoneinfo import ZoneInfo
+
+    context = ctx({"sensor_id": "w"}, ts_field="Time")
+    context.tz = ZoneInfo("Europe/Berlin")
+    got = run({"Time": "2023-11-14T22:00:00", "T": 1}, context)
+    assert got.readings[0].ts_ms == parse_iso_ms("2023-11-14T21:00:00Z")  # CET = UTC+1
+    summer = run({"Time": "2023-07-01T12:00:00", "T": 1}, context)
+    assert summer.readings[0].ts_ms == parse_iso_ms("2023-07-01T10:00:00Z")  # CEST
+    offset = run({"Time": "2023-07-01T12:00:00+00:00", "T": 1}, context)
+    assert offset.readings[0].ts_ms == parse_iso_ms("2023-07-01T12:00:00Z")  # offset wins
+
+
+# Shelly Gen2 status notification over MQTT (topic <id>/events/rpc), the frame shape of
+# https://shelly-api-docs.shelly.cloud/gen2/General/Notifications with the Switch
+# component's status fields of .../gen2/ComponentsAndServices/Switch.
+SHELLY_GEN2_NOTIFY = {
+    "src": "shellyplus1pm-a8032ab12345",
+    "dst": "shellyplus1pm-a8032ab12345/events",
+    "method": "NotifyStatus",
+    "params": {
+        "ts": 1699999000.43,
+        "switch:0": {
+            "id": 0,
+            "apower": 8.9,
+            "voltage": 237.5,
+            "aenergy": {
+                "total": 6.532,
+                "by_minute": [45.199, 47.141, 88.397],
+                "minute_ts": 1699998960,
+            },
+            "temperature": {"tC": 23.5, "tF": 74.4},
+        },
+    },
+}
+
+
+def test_nested_ts_field_is_the_timestamp_and_not_a_metric() -> None:
+    got = run(
+        SHELLY_GEN2_NOTIFY,
+        ctx({"sensor_id": "topic-id"}, ts_field="params.ts", sensor_id_field="src"),
+    )
+    assert {r.ts_ms for r in got.readings} == {1_699_999_000_430}
+    assert {r.sensor_id for r in got.readings} == {"shellyplus1pm-a8032ab12345"}
+    assert "params.ts" not in metrics(got)
+    assert "src" not in metrics(got)
+    assert metrics(got)["params.switch:0.apower"] == 8.9
+    assert SHELLY_GEN2_NOTIFY["params"]["ts"] == 1699999000.43  # the payload is not modified
+    assert sorted(got.skipped_names or []) == ["dst", "method", "params.switch:0.aenergy.by_minute"]
+
+
+def test_a_key_with_a_dot_wins_over_a_path() -> None:
+    got = run(
+        {"a.b": 1_699_999_000, "a": {"b": 5}, "x": 1}, ctx({"sensor_id": "s"}, ts_field="a.b")
+    )
+    assert got.readings[0].ts_ms == 1_699_999_000_000
+    assert metrics(got) == {"a.b": 5.0, "x": 1.0}
 
 
 def test_bare_value_without_metric_in_topic_is_named_value() -> None:
@@ -293,7 +397,7 @@ def test_missing_timestamp_is_receive_time() -> None:
         (b"{not json", "invalid JSON"),
         (b"", "invalid JSON"),
         (b'{"value": "warm"}', "finite number or boolean"),
-        (b'{"value": NaN}', "invalid JSON"),
+        (b'{"value": NaN}', "must be a finite number"),
         (b'{"value": 1e999}', "finite"),
         (b'{"x": 1e999}', "finite"),
         (b'{"x": ' + b"9" * 400 + b"}", "too large"),

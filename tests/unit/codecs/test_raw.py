@@ -46,7 +46,7 @@ def test_numbers_and_booleans(payload: bytes, value: float) -> None:
         (b"", "empty"),
         (b"   ", "empty"),
         (b"ON", "not a number"),
-        (b"nan", "not a number"),
+        (b"nanx", "not a number"),
         (b"inf", "not a number"),
         (b"1e999", "not a number"),
         (b"1_000", "not a number"),
@@ -61,6 +61,14 @@ def test_numbers_and_booleans(payload: bytes, value: float) -> None:
 def test_rejections(payload: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode(payload, ctx())
+
+
+@pytest.mark.parametrize("payload", [b"nan", b"NaN", b"-nan", b"None", b"null", b" nan\n"])
+def test_esphome_no_value_is_skipped_and_counted(payload: bytes) -> None:
+    # ESPHome's MQTT sensor publishes value_accuracy_to_string(NAN) = "nan" when a sensor
+    # fails, or "None" with publish_nan_as_none (esphome/components/mqtt/mqtt_sensor.cpp).
+    got = decode(payload, ctx())
+    assert (got.readings, got.skipped, got.skipped_names) == ([], 1, ["temperature"])
 
 
 def test_topic_supplies_names_and_tags() -> None:
@@ -80,4 +88,4 @@ def test_any_bytes_only_raise_decode_error(payload: bytes) -> None:
         got = decode(payload, ctx())
     except DecodeError:
         return
-    assert len(got.readings) == 1
+    assert len(got.readings) + got.skipped == 1

@@ -268,8 +268,10 @@ def test_relative_time_limit_is_2_to_the_28() -> None:
     assert both([{"n": "a/b", "t": -60, "v": 1}]).readings[0].ts_ms == NOW - 60_000
 
 
-def test_empty_pack_is_well_formed() -> None:
-    assert both([]) == Decoded([], 0)
+def test_empty_pack_is_refused() -> None:
+    # RFC 8428 §4: "a SenML Pack ... consists of one or more SenML Records".
+    with pytest.raises(DecodeError, match="empty"):
+        both([])
 
 
 # --- rejection rules ------------------------------------------------------------------
