@@ -27,7 +27,7 @@ import cbor2
 
 from gateway.config import SubscriptionConfig
 from gateway.router import Router
-from gateway.sinks.schema import migrate
+from gateway.storage.sqlite.schema import migrate
 from gateway.validation import Limits
 
 TS = int(time.time() * 1000) - 3_600_000

@@ -30,8 +30,8 @@ from bench.baselines import proc_status_kb
 from bench.broker import HOST, BenchBroker
 from bench.mqttwire import create_session, delete_session, publish_backlog
 from bench.workload import Scenario
-from gateway.sinks.sqlite import has_hot_table
-from gateway.storage.compaction import compact_all
+from gateway.storage.sqlite.compaction import compact_all
+from gateway.storage.sqlite.schema import has_hot_table
 
 SUBSCRIBERS = ("mosquitto_sub", "aiomqtt", "naive", "tidegate")
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"

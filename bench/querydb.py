@@ -5,11 +5,13 @@ readings every ``step`` ms up to now, in tidegate's schema, written with plain
 ``sqlite3.executemany`` in key order (fast to generate; the row layout is the same as
 the gateway writes). It is cached under ``bench/results/`` by row count.
 
-Timed, as the guide's targets say (medians of repeated runs on a warm cache, plus
+Timed through the read interface the CLI and the HTTP API use
+(:class:`gateway.storage.base.ReadStore`, here the SQLite reader: a worker thread and
+one read transaction per call), as the guide's targets say (medians of repeated runs on a warm cache, plus
 the first, cold-ish run):
 
-* hourly averages of one sensor over the last day — :func:`gateway.query.aggregate`;
-* the latest value of every one of the 10,000 sensors — :func:`gateway.query.latest`;
+* hourly averages of one sensor over the last day — ``ReadStore.aggregate``;
+* the latest value of every one of the 10,000 sensors — ``ReadStore.latest``;
 * one sensor's raw readings of the last 15 minutes (no target: it shows what a
   per-series read of recent data costs with the hot table in its steady state).
 
@@ -19,17 +21,18 @@ a gateway ingesting a 10,000-sensor fleet (the rest was compacted).
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import query
-from gateway.sinks.schema import SCHEMA_VERSION
-from gateway.sinks.sqlite import apply_pragmas, open_readonly, prepare_database
+from gateway.request import AggregateQuery, ReadingsQuery
+from gateway.storage.sqlite.connection import apply_pragmas
+from gateway.storage.sqlite.reader import SqliteReader
+from gateway.storage.sqlite.schema import SCHEMA_VERSION, prepare_database
 
 SERIES = 10_000
 HOT_SECONDS = 35
@@ -121,57 +124,64 @@ def ensure_database(cache_dir: Path, total_rows: int) -> tuple[Path, float]:
     return path, generate(path, total_rows)
 
 
-def _time(fn: Callable[[], int], repeat: int) -> tuple[int, float, float]:
+async def _time(fn: Callable[[], Awaitable[int]], repeat: int) -> tuple[int, float, float]:
     timings: list[float] = []
     rows = 0
     for _ in range(repeat):
         started = time.perf_counter()
-        rows = fn()
+        rows = await fn()
         timings.append((time.perf_counter() - started) * 1000)
     return rows, timings[0], statistics.median(timings[1:] or timings)
 
 
 def run_queries(path: Path, repeat: int = 11) -> list[QueryTiming]:
     """Time the guide's two target queries on ``path``."""
-    conn = open_readonly(path)
+    with asyncio.Runner() as runner:
+        return runner.run(_run_queries(path, repeat))
+
+
+async def _run_queries(path: Path, repeat: int) -> list[QueryTiming]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         end_ms = int(conn.execute("SELECT end_ms FROM bench_meta").fetchone()[0])
-        sensor = f"s{SERIES // 2:05d}"
-        # The raw read path (rollup tiers, where they exist, are empty here).
-        tier = {"tier": "raw"} if "tier" in inspect.signature(query.aggregate).parameters else {}
+    finally:
+        conn.close()
+    sensor = f"s{SERIES // 2:05d}"
+    store = SqliteReader(path, threads=1, timeout_s=None)
+    try:
 
-        def hourly() -> int:
-            buckets = query.aggregate(
-                conn,
+        async def hourly() -> int:
+            # The raw read path (rollup tiers, where they exist, are empty here).
+            query = AggregateQuery(
                 sensor=sensor,
                 metric="temperature",
                 since_ms=end_ms - DAY_MS,
                 until_ms=end_ms,
                 bucket_ms=HOUR_MS,
-                aggs=("avg",),
-                **tier,
+                aggregates=("avg",),
+                tier="raw",
             )
-            return sum(1 for _ in buckets)
+            return len(await store.aggregate(query))
 
-        def latest() -> int:
-            return len(query.latest(conn))
+        async def latest() -> int:
+            return len(await store.latest())
 
-        def recent() -> int:
-            rows = query.readings(
-                conn, sensor=sensor, metric="temperature", since_ms=end_ms - 15 * 60_000, limit=0
+        async def recent() -> int:
+            query = ReadingsQuery(
+                sensor=sensor, metric="temperature", since_ms=end_ms - 15 * 60_000, limit=0
             )
-            return sum(1 for _ in rows)
+            return len(await store.readings(query))
 
         out = []
-        rows, first, median = _time(hourly, repeat)
+        rows, first, median = await _time(hourly, repeat)
         out.append(QueryTiming("hourly averages, 1 sensor, last 24 h", rows, first, median, 50))
-        rows, first, median = _time(latest, max(3, repeat // 3))
+        rows, first, median = await _time(latest, max(3, repeat // 3))
         out.append(QueryTiming(f"latest value of {SERIES:,} sensors", rows, first, median, 100))
-        rows, first, median = _time(recent, repeat)
+        rows, first, median = await _time(recent, repeat)
         out.append(QueryTiming("raw readings, 1 sensor, last 15 min", rows, first, median, 0))
         return out
     finally:
-        conn.close()
+        await store.close()
 
 
 def bytes_per_reading(path: Path) -> float:

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from bench.workload import Scenario
-from gateway.sinks.sqlite import apply_pragmas, prepare_database
-from gateway.storage import compaction
+from gateway.storage.sqlite import compaction
+from gateway.storage.sqlite.connection import apply_pragmas
+from gateway.storage.sqlite.schema import prepare_database
 
 
 def scenario_rows(

@@ -30,7 +30,7 @@ from bench.baselines import event_loop_factory, vmhwm_kb, vmrss_kb
 from gateway.app import Gateway, install_signal_handlers, tune_interpreter
 from gateway.config import Settings
 from gateway.models import DeadLetter, Reading
-from gateway.sinks.base import WriteResult
+from gateway.storage.base import WriteResult
 
 
 def _services(settings: Settings) -> list[Any]:
@@ -96,7 +96,7 @@ async def latency(settings: Settings) -> dict[str, Any]:
     install_signal_handlers(gateway)
     samples = array("f")  # 4 bytes per reading (ms, float32 is plenty)
     worst: list[tuple[float, float, int, float]] = []
-    inner = gateway.sink.write_batch
+    inner = gateway.store.write_batch
 
     async def write_batch(
         batch: Sequence[Reading], dead_letters: Sequence[DeadLetter]
@@ -115,7 +115,7 @@ async def latency(settings: Settings) -> dict[str, Any]:
                 heapq.heapreplace(worst, entry)
         return result
 
-    gateway.sink.write_batch = write_batch  # type: ignore[method-assign]
+    gateway.store.write_batch = write_batch  # type: ignore[method-assign]
     # Collector pauses by generation: a long one shows up as a latency spike.
     gc_pauses: list[tuple[int, float]] = []
     gc_start = [0.0]

@@ -1,7 +1,7 @@
-"""The running gateway: wires config → sink → pipeline → source, and shuts down in reverse.
+"""The running gateway: wires config → store → pipeline → source, and shuts down in reverse.
 
-Start order: open the sink (create/migrate the database), start the writer, start the
-MQTT connections. Shutdown (SIGINT/SIGTERM or :meth:`Gateway.request_stop`): stop
+Start order: open the store (lock, check, create/migrate the database), start the
+writer, start the MQTT connections. Shutdown (SIGINT/SIGTERM or :meth:`Gateway.request_stop`): stop
 reading, drain the queue, commit, ack, disconnect, close the database — bounded by
 ``pipeline.shutdown_timeout_s``.
 """
@@ -21,9 +21,8 @@ from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.router import Router
-from gateway.sinks.sqlite import SqliteSink
 from gateway.sources.mqtt import MqttSource
-from gateway.storage.lifecycle import StorageLifecycle
+from gateway.storage.backends import write_store
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +31,10 @@ Service = Callable[["Gateway"], Coroutine[Any, Any, None]]
 it is cancelled at shutdown after the source stopped reading."""
 
 
-def build_sink(settings: Settings) -> SqliteSink:
-    """The SQLite sink described by ``[storage]``."""
-    storage = settings.storage
-    return SqliteSink(
-        storage.path,
-        synchronous=storage.synchronous,
-        busy_timeout_ms=storage.busy_timeout_ms,
-        dead_letter_max_payload=storage.dead_letter_max_payload,
-        dead_letter_max_rows=storage.dead_letter_max_rows,
-        series_cache_size=storage.series_cache_size,
-    )
+async def storage_maintenance(gateway: Gateway) -> None:
+    """The :data:`Service` running the store's background upkeep (compaction, rollups,
+    retention, checkpoints…) until the gateway stops."""
+    await gateway.store.maintain()
 
 
 def subscription_state_path(settings: Settings) -> Path:
@@ -58,10 +50,9 @@ class Gateway:
     def __init__(self, settings: Settings, services: list[Service] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.sink = build_sink(settings)
-        # Lock, integrity check and storage hooks around the sink (docs/storage.md).
-        self.lifecycle = StorageLifecycle(settings.storage, self.sink, self.metrics)
-        self.pipeline = Pipeline(self.sink, settings.pipeline, self.metrics)
+        # The write side of the database (docs/storage.md), with its lifecycle.
+        self.store = write_store(settings.storage, self.metrics)
+        self.pipeline = Pipeline(self.store, settings.pipeline, self.metrics)
         self.router = Router(
             settings.subscriptions,
             settings.validation.limits(),
@@ -100,7 +91,7 @@ class Gateway:
 
     async def run(self) -> bool:
         """Run until :meth:`request_stop`. Returns True when the shutdown drained cleanly."""
-        await self.lifecycle.open()
+        await self.store.open()
         service_tasks: list[asyncio.Task[None]] = []
         try:
             self.pipeline.start()
@@ -130,7 +121,7 @@ class Gateway:
         finally:
             for task in service_tasks:
                 task.cancel()
-            await self.lifecycle.close()
+            await self.store.close()
 
 
 GIL_SWITCH_INTERVAL_S = 0.0005

@@ -30,8 +30,22 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.errors import ConfigError
-from gateway.validation import Limits
+from gateway.errors import ConfigError, DecodeError
+from gateway.parsing import (
+    is_loopback_host,
+    parse_duration_ms,
+    parse_retention_ms,
+    parse_size,
+    resolve_timezone,
+)
+from gateway.topics import (
+    MAX_TOPIC_BYTES,
+    SHARE_PREFIX,
+    TopicTemplate,
+    check_share_group,
+    check_topic_filter,
+)
+from gateway.validation import Limits, check_name_map, parse_iso_ms
 
 ENV_PREFIX = "TIDEGATE_"
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -87,8 +101,6 @@ class MqttConfig(_Section):
     @field_validator("shared_group")
     @classmethod
     def _group_is_valid(cls, value: str | None) -> str | None:
-        from gateway.topics import check_share_group
-
         return None if value is None else check_share_group(value)
 
     @model_validator(mode="after")
@@ -136,39 +148,29 @@ class SubscriptionConfig(_Section):
     @field_validator("topic")
     @classmethod
     def _filter_is_valid(cls, value: str) -> str:
-        from gateway.topics import check_topic_filter
-
         return check_topic_filter(value)  # ValueError names the rule; pydantic adds the key
 
     @model_validator(mode="after")
     def _template_is_valid(self) -> SubscriptionConfig:
         if self.topic_template is not None:
-            from gateway.topics import TopicTemplate
-
             TopicTemplate.parse(self.topic_template)  # raises ValueError on a bad template
         return self
 
     @field_validator("timezone")
     @classmethod
     def _timezone_exists(cls, value: str | None) -> str | None:
-        from gateway.codecs.mapping import resolve_timezone
-
         resolve_timezone(value)  # ValueError names the problem; pydantic adds the key
         return value
 
     @field_validator("units")
     @classmethod
     def _units_are_usable(cls, value: dict[str, str]) -> dict[str, str]:
-        from gateway.codecs.mapping import check_name_map
-
         check_name_map(value, "unit", Limits())
         return value
 
     @field_validator("rename")
     @classmethod
     def _renames_are_usable(cls, value: dict[str, str]) -> dict[str, str]:
-        from gateway.codecs.mapping import check_name_map
-
         check_name_map(value, "metric", Limits())
         return value
 
@@ -195,8 +197,6 @@ class RetentionConfig(_Section):
     @field_validator("raw", "rollup_1m", "rollup_1h")
     @classmethod
     def _duration_parses(cls, value: str) -> str:
-        from gateway.storage.units import parse_retention_ms
-
         parse_retention_ms(value)  # ValueError names the problem; pydantic adds the key
         return value
 
@@ -224,8 +224,6 @@ class StorageConfig(_Section):
     @field_validator("max_size", "min_free_disk")
     @classmethod
     def _size_parses(cls, value: str) -> str:
-        from gateway.storage.units import parse_size
-
         parse_size(value)
         return value
 
@@ -239,8 +237,6 @@ class ValidationConfig(_Section):
     max_readings_per_message: int = Field(10_000, ge=1)
 
     def limits(self) -> Limits:
-        from gateway.validation import parse_iso_ms
-
         return Limits(
             max_name_length=self.max_name_length,
             min_ts_ms=parse_iso_ms(self.min_ts),
@@ -250,8 +246,6 @@ class ValidationConfig(_Section):
 
     @model_validator(mode="after")
     def _min_ts_parses(self) -> ValidationConfig:
-        from gateway.errors import DecodeError
-
         try:
             self.limits()
         except DecodeError as exc:
@@ -310,13 +304,9 @@ class ApiConfig(_Section):
 
     @model_validator(mode="after")
     def _exposure_is_intended(self) -> ApiConfig:
-        from gateway.api.bind import is_loopback_host
-        from gateway.errors import QueryError
-        from gateway.query import parse_duration_ms
-
         try:
             parse_duration_ms(self.max_range)
-        except QueryError as exc:
+        except ValueError as exc:
             raise ConfigError("api.max_range", str(exc)) from None
         if self.token is not None and self.token_file is not None:
             raise ValueError("set token or token_file, not both")
@@ -371,8 +361,6 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _filters_fit_the_shared_group(self) -> Settings:
-        from gateway.topics import MAX_TOPIC_BYTES, SHARE_PREFIX
-
         group = self.mqtt.shared_group
         for index, sub in enumerate(self.subscriptions):
             key = f"subscriptions[{index}].topic"

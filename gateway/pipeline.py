@@ -30,7 +30,7 @@ from gateway.config import PipelineConfig
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Envelope, Reading
-from gateway.sinks.base import Sink
+from gateway.storage.base import WriteStore
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ _POLL_S = 0.005
 class Pipeline:
     """Owns the queue and the writer task. Start with :meth:`start`, end with :meth:`stop`."""
 
-    def __init__(self, sink: Sink, config: PipelineConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, sink: WriteStore, config: PipelineConfig, metrics: Metrics | None = None
+    ) -> None:
         self.sink = sink
         self.config = config
         self.metrics = metrics or Metrics()

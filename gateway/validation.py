@@ -7,6 +7,7 @@ reason a person can act on. They are on the hot path: keep them cheap.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -199,3 +200,14 @@ def make_reading(
         None if unit is None or unit == "" else check_name("unit", unit, limits),
         tags,
     )
+
+
+def check_name_map(names: Mapping[str, str], value_kind: str, limits: Limits) -> None:
+    """Raise ``ValueError`` naming the first unusable key or value of a ``units``
+    (``value_kind="unit"``) or ``rename`` (``"metric"``) map."""
+    for metric, value in names.items():
+        for kind, text in (("metric", metric), (value_kind, value)):
+            try:
+                check_name(kind, text, limits)
+            except DecodeError as exc:
+                raise ValueError(f"{metric!r}: {exc.reason}") from None

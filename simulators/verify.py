@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import StorageError
-from gateway.sinks.sqlite import has_hot_table, open_readonly
+from gateway.storage.sqlite.connection import open_readonly
+from gateway.storage.sqlite.schema import has_hot_table
 from gateway.validation import format_ms
 from simulators.report import LoadedReport, load_report
 

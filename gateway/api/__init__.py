@@ -9,7 +9,7 @@ Modules, one job each (``docs/api.md`` is the user guide):
 * :mod:`~gateway.api.guard` — bearer token, per-client rate limit, request size,
   security headers (one pure ASGI middleware).
 * :mod:`~gateway.api.state` — what the endpoints share (gateway view, rate meter).
-* :mod:`~gateway.api.reader` — read-only SQLite connections on worker threads, with a
+* :mod:`~gateway.storage.sqlite.readpool` — read-only SQLite connections on worker threads, with a
   per-query deadline, so a heavy query never blocks ingestion.
 * :mod:`~gateway.api.params` — request parameters and the opaque page cursor.
 * :mod:`~gateway.api.prometheus` — the ``/metrics`` text format.

@@ -1,5 +1,5 @@
-"""Where the API listens and who may call it by which name: loopback detection, the
-Host header allow-list, socket binding (stdlib only)."""
+"""Where the API listens and who may call it by which name: the Host header allow-list
+and socket binding (loopback detection is :func:`gateway.parsing.is_loopback_host`)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,7 @@ import socket
 from collections.abc import Sequence
 
 from gateway.errors import ConfigError
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when ``host`` only reaches this machine: ``localhost`` or a loopback address
-    (``127.0.0.0/8``, ``::1``). Any other name counts as exposed, since it may resolve
-    to a public address."""
-    text = host.strip().strip("[]").lower()
-    if text == "localhost" or text.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(text).is_loopback
-    except ValueError:
-        return False
+from gateway.parsing import is_loopback_host as is_loopback_host  # re-exported for the API
 
 
 def host_name(header: str) -> str:

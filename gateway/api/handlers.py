@@ -1,5 +1,6 @@
-"""The endpoints. Each one checks its parameters (:mod:`gateway.api.params`), runs its
-query through :mod:`gateway.query` on the read pool, and answers JSON (or streamed CSV).
+"""The endpoints. Each one checks its parameters (:mod:`gateway.api.params`), asks the
+read side of the store (:class:`gateway.storage.base.ReadStore`), and answers JSON (or
+streamed CSV).
 
 Errors: :class:`~gateway.errors.QueryError` → 400 ``{"error": …}``, a database failure
 → 503 (mapped in :mod:`gateway.api.app`).
@@ -9,22 +10,19 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway import query
 from gateway.api import params, prometheus
 from gateway.api.state import ApiState
-from gateway.errors import QueryError
+from gateway.request import AggregateQuery, Limit, ReadingsQuery, check_buckets
+from gateway.storage.base import Bucket, Latest, ReadingRow, Stats
 from gateway.validation import format_ms
 
 T = TypeVar("T")
@@ -110,25 +108,15 @@ async def readyz(request: Request) -> Response:
 # --- metrics and live figures --------------------------------------------------------
 
 
-def _database_gauges(conn: sqlite3.Connection, path: Path) -> prometheus.DatabaseGauges:
-    oldest, newest = query.time_bounds(conn)
-    series = int(conn.execute("SELECT count(*) FROM series").fetchone()[0])
-    wal = Path(f"{path}-wal")
-    return prometheus.DatabaseGauges(
-        path.stat().st_size if path.exists() else 0,
-        wal.stat().st_size if wal.exists() else 0,
-        series,
-        oldest,
-        newest,
-    )
-
-
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     state = state_of(request)
 
     async def load() -> prometheus.DatabaseGauges:
-        return await state.reader.run(_database_gauges, state.database)
+        seen = await state.store.overview()
+        return prometheus.DatabaseGauges(
+            seen.database_bytes, seen.wal_bytes, seen.series, seen.oldest_ts_ms, seen.newest_ts_ms
+        )
 
     db = await cached(state, "gauges", DB_GAUGES_TTL_S, load)
     text = prometheus.render(
@@ -179,8 +167,8 @@ async def stats(request: Request) -> Response:
     """Database totals (cached for a few seconds: counting scans) plus runtime figures."""
     state = state_of(request)
 
-    async def load() -> query.Stats:
-        return await state.reader.run(query.stats, state.database)
+    async def load() -> Stats:
+        return await state.store.stats()
 
     totals = await cached(state, "stats", STATS_TTL_S, load)
     database = {
@@ -210,10 +198,10 @@ async def sensors(request: Request) -> Response:
     qp = request.query_params
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
-    rows = await state.reader.run(query.latest, sensor, metric)
+    rows = await state.store.latest(sensor, metric)
     now = now_ms()
     stale_ms = state.config.stale_after_s * 1000
-    grouped: dict[str, list[query.Latest]] = {}
+    grouped: dict[str, list[Latest]] = {}
     for row in rows:
         grouped.setdefault(row.sensor_id, []).append(row)
     out = []
@@ -262,23 +250,23 @@ def _csv_lines(rows: Iterable[Iterable[object]]) -> str:
 async def _csv_response(
     state: ApiState,
     header: list[str],
-    make: Callable[[sqlite3.Connection], Iterator[T]],
+    chunks: AsyncIterator[list[T]],
     to_row: Callable[[T], list[object]],
     filename: str,
 ) -> Response:
-    """Stream ``make(conn)`` as CSV, chunk by chunk, never holding the whole result.
+    """Stream ``chunks`` as CSV, chunk by chunk, never holding the whole result.
 
     The first chunk is read before the response starts, so a bad request still gets
     a proper 400 rather than a cut-off 200.
     """
     if state.exports_running >= state.config.max_exports:
+        await _aclose(chunks)
         return reply({"error": "too many exports running; try again shortly"}, status=429)
-    chunks = state.reader.stream(make, CSV_CHUNK)
     iterator = aiter(chunks)
     try:
         first = await anext(iterator, None)
     except BaseException:
-        await chunks.aclose()
+        await _aclose(chunks)
         raise
 
     async def body() -> AsyncIterator[str]:
@@ -291,17 +279,24 @@ async def _csv_response(
                     yield _csv_lines(to_row(item) for item in chunk)
         finally:
             state.exports_running -= 1
-            await chunks.aclose()
+            await _aclose(chunks)
 
     response = StreamingResponse(body(), media_type="text/csv; charset=utf-8")
     response.headers["content-disposition"] = f'attachment; filename="{filename}"'
     return no_store(response)
 
 
+async def _aclose(chunks: AsyncIterator[Any]) -> None:
+    """Release a stream's resources (an async generator's ``aclose``)."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
 # --- readings -----------------------------------------------------------------------
 
 
-def _reading_json(row: query.ReadingRow) -> dict[str, Any]:
+def _reading_json(row: ReadingRow) -> dict[str, Any]:
     return {
         "sensor_id": row.sensor_id,
         "metric": row.metric,
@@ -313,7 +308,7 @@ def _reading_json(row: query.ReadingRow) -> dict[str, Any]:
     }
 
 
-def _reading_csv(row: query.ReadingRow) -> list[object]:
+def _reading_csv(row: ReadingRow) -> list[object]:
     tags = json.dumps(row.tags, separators=(",", ":"), sort_keys=True) if row.tags else ""
     return [
         format_ms(row.ts_ms),
@@ -344,9 +339,8 @@ async def readings(request: Request) -> Response:
     high = state.config.max_export_rows if csv_wanted else state.config.max_rows
     limit = params.integer(qp, "limit", high if csv_wanted else min(DEFAULT_LIMIT, high), 1, high)
 
-    def select(conn: sqlite3.Connection, how_many: int) -> Iterator[query.ReadingRow]:
-        return query.readings(
-            conn,
+    def select(how_many: int) -> ReadingsQuery:
+        return ReadingsQuery(
             sensor=sensor,
             metric=metric,
             since_ms=span.since_ms,
@@ -360,15 +354,12 @@ async def readings(request: Request) -> Response:
         return await _csv_response(
             state,
             READING_CSV_HEADER,
-            lambda conn: select(conn, limit),
+            state.store.stream_readings(select(limit), CSV_CHUNK),
             _reading_csv,
             "readings.csv",
         )
 
-    def page(conn: sqlite3.Connection) -> list[query.ReadingRow]:
-        return list(itertools.islice(select(conn, limit + 1), limit + 1))
-
-    rows = await state.reader.run(page)
+    rows = await state.store.readings(select(limit + 1))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -387,22 +378,6 @@ async def readings(request: Request) -> Response:
 
 # --- aggregates ---------------------------------------------------------------------
 
-TIERS = ("auto", "raw", "1m", "1h")
-"""Values of ``tier`` (see :mod:`gateway.storage.tiers`)."""
-
-EXTRA_BUCKET_FIELDS = ("tier", "source")
-"""Optional attributes a :class:`query.Bucket` may carry (e.g. which rollup tier served
-it); passed through to the response when present."""
-
-
-def _bucket_extras(bucket: query.Bucket) -> dict[str, Any]:
-    extras: dict[str, Any] = {}
-    for name in EXTRA_BUCKET_FIELDS:
-        value = getattr(bucket, name, None)
-        if value is not None:
-            extras[name] = value if isinstance(value, str | int | float | bool) else str(value)
-    return extras
-
 
 async def aggregate(request: Request) -> Response:
     """Time buckets (``1m``, ``1h``, ``1d``, …) with min/max/avg/sum/count/last."""
@@ -416,49 +391,45 @@ async def aggregate(request: Request) -> Response:
     span = params.time_range(qp, now, DEFAULT_SPAN_MS, max_range_ms, open_end=False)
     bucket_ms = params.duration_ms(qp, "bucket", "1h", max_range_ms)
     aggs = params.aggregates(qp.getlist("agg"))
-    tier = params.choice(qp, "tier", TIERS, "auto")
+    tier = params.tier(qp)
     until_ms = span.until_ms if span.until_ms is not None else now
-    max_buckets = state.config.max_buckets
-    if (until_ms - span.since_ms) // bucket_ms > max_buckets:
-        raise QueryError(
-            f"more than {max_buckets} buckets per series (api.max_buckets);"
-            " use a larger bucket or a shorter range"
-        )
+    max_buckets = Limit(state.config.max_buckets, "api.max_buckets")
+    check_buckets(span.since_ms, until_ms, bucket_ms, max_buckets)
+    max_rows = state.config.max_rows
 
-    def select(conn: sqlite3.Connection) -> Iterator[query.Bucket]:
-        return query.aggregate(
-            conn,
+    def select(limit: int) -> AggregateQuery:
+        return AggregateQuery(
             sensor=sensor,
             metric=metric,
             since_ms=span.since_ms,
             until_ms=until_ms,
             bucket_ms=bucket_ms,
-            aggs=aggs,
-            max_buckets=max_buckets,
+            aggregates=tuple(aggs),
             tier=tier,
+            max_buckets=max_buckets,
+            limit=limit,
         )
 
     if csv_wanted:
         header = ["start", "start_ms", "sensor_id", "metric", *aggs]
 
-        def to_row(b: query.Bucket) -> list[object]:
+        def to_row(b: Bucket) -> list[object]:
             values = [finite(b.values.get(a)) for a in aggs]
             return [format_ms(b.start_ms), b.start_ms, b.sensor_id, b.metric, *values]
 
-        return await _csv_response(state, header, select, to_row, "aggregate.csv")
+        return await _csv_response(
+            state,
+            header,
+            state.store.stream_aggregate(select(0), CSV_CHUNK),
+            to_row,
+            "aggregate.csv",
+        )
 
-    max_rows = state.config.max_rows
-
-    def collect(conn: sqlite3.Connection) -> list[query.Bucket]:
-        out = list(itertools.islice(select(conn), max_rows + 1))
-        if len(out) > max_rows:
-            raise QueryError(
-                f"more than {max_rows} buckets in total (api.max_rows); narrow with sensor"
-                " or metric, or use a larger bucket"
-            )
-        return out
-
-    buckets = await state.reader.run(collect)
+    buckets = await state.store.aggregate(select(max_rows + 1))
+    if len(buckets) > max_rows:
+        raise Limit(max_rows, "api.max_rows").exceeded(
+            "buckets in total", "narrow with sensor or metric, or use a larger bucket"
+        )
     series: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     last_start = -1
@@ -474,7 +445,7 @@ async def aggregate(request: Request) -> Response:
         last_start = b.start_ms
         entry: dict[str, Any] = {"start": format_ms(b.start_ms), "start_ms": b.start_ms}
         entry.update({a: finite(b.values.get(a)) for a in aggs})
-        entry.update(_bucket_extras(b))
+        entry["tier"] = b.tier
         current["buckets"].append(entry)
     return reply(
         {

@@ -151,9 +151,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "Bucket": {
         "type": "object",
-        "required": ["start", "start_ms"],
+        "required": ["start", "start_ms", "tier"],
         "description": "One time bucket; holds the requested aggregates (null when a sum"
-        " overflowed). May carry `tier`/`source` saying which storage tier served it.",
+        " overflowed) and `tier`: which data answered it (`raw` readings, or the `1m` or"
+        " `1h` rollups).",
         "properties": {
             "start": {"type": "string"},
             "start_ms": {"type": "integer"},
@@ -163,8 +164,7 @@ SCHEMAS: dict[str, Any] = {
             "sum": _nullable_num,
             "count": _nullable_int,
             "last": _nullable_num,
-            "tier": {"type": ["string", "integer", "number", "boolean"]},
-            "source": {"type": ["string", "integer", "number", "boolean"]},
+            "tier": {"type": "string", "enum": ["raw", "1m", "1h"]},
         },
     },
     "Aggregate": {

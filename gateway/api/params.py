@@ -1,21 +1,21 @@
-"""Request parameters → checked values. Every problem is a :class:`QueryError` (HTTP 400)
-with a message naming the parameter; nothing here touches the database."""
+"""HTTP query parameters → checked values. Every problem is a :class:`QueryError` (HTTP
+400) with a message naming the parameter; nothing here touches the database. The rules
+for times, durations, buckets, aggregates and tiers are the request vocabulary's
+(:mod:`gateway.request`, shared with the CLI); this module reads them out of a query
+string, and owns what only HTTP has (integers, choices, CSV negotiation, the opaque
+page cursor)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from gateway import request
 from gateway.errors import QueryError
-from gateway.query import AGGREGATES, parse_duration_ms, parse_time_ms
+from gateway.request import MAX_TS_MS, TimeRange
 
-MAX_TS_MS = 253_402_300_799_999
-"""9999-12-31T23:59:59.999Z: times outside [0, this] are refused (SQLite integers and
-Python datetimes both stay in range)."""
 MAX_TEXT = 1024
-MIN_BUCKET_MS = 1000
 INT64_MAX = 2**63 - 1
 
 
@@ -58,55 +58,27 @@ def choice(params: Mapping[str, str], name: str, choices: tuple[str, ...], defau
 
 
 def time_ms(params: Mapping[str, str], name: str, now_ms: int) -> int | None:
-    """A point in time: ISO 8601, epoch seconds or ms, ``now``, or a duration ago
-    (``2h``). ``None`` when absent."""
+    """A point in time (:func:`gateway.request.time_ms`); ``None`` when absent."""
     raw = text(params, name)
     if raw is None:
         return None
-    try:
-        value = parse_time_ms(raw, now_ms)
-    except (OverflowError, ValueError, OSError):
-        raise QueryError(f"{name}: time out of range") from None
-    except QueryError as exc:
-        raise QueryError(f"{name}: {exc}") from None
-    if not 0 <= value <= MAX_TS_MS:
-        raise QueryError(f"{name}: time out of range (1970 to 9999)")
-    return value
+    return request.time_ms(raw, name, now_ms)
 
 
 def duration_ms(params: Mapping[str, str], name: str, default: str, high_ms: int) -> int:
-    """A duration such as ``1m``, ``1h``, ``1d`` within ``[1s, high_ms]``."""
+    """A bucket size such as ``1m``, ``1h``, ``1d`` within ``[1s, high_ms]``."""
     raw = params.get(name)
-    if raw is None:
-        raw = default
-    elif len(raw) > MAX_TEXT or not raw.isascii():
-        raise QueryError(f"{name}: use a number with ms, s, m, h, d or w (e.g. 1h)")
-    try:
-        value = parse_duration_ms(raw)
-    except (OverflowError, ValueError):
-        raise QueryError(f"{name}: duration out of range") from None
-    except QueryError as exc:
-        raise QueryError(f"{name}: {exc}") from None
-    if not MIN_BUCKET_MS <= value <= high_ms:
-        raise QueryError(f"{name} must be between 1s and {high_ms // 1000}s")
-    return value
+    return request.bucket_ms(default if raw is None else raw, name, high_ms)
 
 
 def aggregates(values: Sequence[str]) -> list[str]:
-    """``agg=min,max`` and/or ``agg=min&agg=max`` → a de-duplicated list (default avg)."""
-    chosen: list[str] = []
-    for value in values:
-        for part in value.split(","):
-            name = part.strip().lower()
-            if not name:
-                continue
-            if name not in AGGREGATES:
-                raise QueryError(
-                    f"agg: unknown aggregate {name[:40]!r}; choose from {', '.join(AGGREGATES)}"
-                )
-            if name not in chosen:
-                chosen.append(name)
-    return chosen or ["avg"]
+    """``agg=min,max`` and/or ``agg=min&agg=max`` → the chosen aggregates (default avg)."""
+    return list(request.aggregates(values, "agg"))
+
+
+def tier(params: Mapping[str, str]) -> str:
+    """``tier`` (default ``auto``)."""
+    return request.tier(params.get("tier", "auto"))
 
 
 def wants_csv(params: Mapping[str, str], accept: str) -> bool:
@@ -115,14 +87,6 @@ def wants_csv(params: Mapping[str, str], accept: str) -> bool:
     if params.get("format") is not None:
         return choice(params, "format", ("json", "csv"), "json") == "csv"
     return "text/csv" in accept.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class TimeRange:
-    """A checked ``[since, until)`` range; ``until`` None means open-ended."""
-
-    since_ms: int
-    until_ms: int | None
 
 
 def time_range(
@@ -134,21 +98,15 @@ def time_range(
 ) -> TimeRange:
     """``from``/``to`` with defaults (``to`` = now, or open-ended when ``open_end``;
     ``from`` = ``to`` minus ``default_span_ms``) and the per-request range limit."""
-    until = time_ms(params, "to", now_ms)
-    since = time_ms(params, "from", now_ms)
-    end = until if until is not None else now_ms
-    if since is None:
-        since = max(0, min(end, MAX_TS_MS) - default_span_ms)
-    if until is not None and since >= until:
-        raise QueryError("from must be before to")
-    if max(end, since) - since > max_range_ms:
-        raise QueryError(
-            f"the time range is longer than the limit of {max_range_ms // 1000}s"
-            " (api.max_range); narrow from/to"
-        )
-    if until is None and not open_end:
-        until = max(now_ms, since + 1)
-    return TimeRange(since, until)
+    return request.time_range(
+        time_ms(params, "from", now_ms),
+        time_ms(params, "to", now_ms),
+        now_ms=now_ms,
+        default_span_ms=default_span_ms,
+        max_range=request.Limit(max_range_ms, "api.max_range"),
+        open_end=open_end,
+        names=("from", "to"),
+    )
 
 
 CURSOR_PREFIX = "c1."

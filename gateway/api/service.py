@@ -24,10 +24,10 @@ from gateway.api._uvicorn_adapter import protocol_class
 from gateway.api.app import build_app
 from gateway.api.bind import bind_socket, is_loopback_host
 from gateway.api.connections import ConnectionTable
-from gateway.api.reader import ReadPool
 from gateway.api.state import ApiState, GatewayView
 from gateway.config import ApiConfig, Settings, check_token_length
 from gateway.errors import ConfigError
+from gateway.storage.backends import read_store
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,13 @@ async def run_api(
 ) -> None:
     """Serve on ``sock`` until cancelled."""
     config = settings.api
-    reader = ReadPool(settings.storage.path, config.query_threads, config.query_timeout_s)
+    store = read_store(
+        settings.storage, threads=config.query_threads, timeout_s=config.query_timeout_s
+    )
     table: ConnectionTable[Any] = ConnectionTable(
         config.max_connections, config.max_connections_per_client
     )
-    state = ApiState(gateway, config, reader, Path(settings.storage.path), __version__)
+    state = ApiState(gateway, config, store, __version__)
     state.connections = table
     server = _EmbeddedServer(uvicorn_config(build_app(state, token), config, table))
     host, port = sock.getsockname()[:2]
@@ -169,6 +171,6 @@ async def run_api(
             log.exception("HTTP API stopped with an error")
         with contextlib.suppress(BaseException):
             await asyncio.gather(sampler, return_exceptions=True)
-        await asyncio.to_thread(reader.close)
+        await store.close()
         sock.close()
         log.info("HTTP API stopped")

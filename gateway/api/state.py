@@ -1,19 +1,18 @@
-"""What the endpoints share: the gateway they report on, the API settings, the read pool,
-and a small ingest-rate meter sampled by the service."""
+"""What the endpoints share: the gateway they report on, the API settings, the read side
+of the store, and a small ingest-rate meter sampled by the service."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.api.connections import ConnectionTable
-from gateway.api.reader import ReadPool
 from gateway.config import ApiConfig
 from gateway.metrics import Metrics
-from gateway.query import parse_duration_ms
+from gateway.request import duration_ms
+from gateway.storage.base import ReadStore
 
 
 class SourceView(Protocol):
@@ -61,8 +60,7 @@ class ApiState:
 
     gateway: GatewayView
     config: ApiConfig
-    reader: ReadPool
-    database: Path
+    store: ReadStore
     version: str
     started_at: float = field(default_factory=time.time)
     meter: RateMeter = field(default_factory=RateMeter)
@@ -73,4 +71,4 @@ class ApiState:
 
     @property
     def max_range_ms(self) -> int:
-        return parse_duration_ms(self.config.max_range)
+        return duration_ms(self.config.max_range, "api.max_range")

@@ -7,11 +7,10 @@ import argparse
 from collections.abc import Iterator
 from typing import Any
 
-from gateway import query
-from gateway.cli.common import add_db_argument, open_db
+from gateway import request
+from gateway.cli.common import add_db_argument, open_reader
 from gateway.cli.output import FORMATS, write_rows
-from gateway.errors import QueryError
-from gateway.storage.tiers import TIER_CHOICES
+from gateway.request import AGGREGATES, DEFAULT_MAX_BUCKETS, TIERS, AggregateQuery, Limit
 from gateway.validation import format_ms
 
 
@@ -33,7 +32,7 @@ def register(subparsers: Any) -> None:
         "--agg",
         "-a",
         default="avg",
-        help=f"comma-separated aggregates from {','.join(query.AGGREGATES)} (default avg)",
+        help=f"comma-separated aggregates from {','.join(AGGREGATES)} (default avg)",
     )
     parser.add_argument(
         "--since",
@@ -41,56 +40,41 @@ def register(subparsers: Any) -> None:
         help="start (default 24h ago): ISO 8601, epoch s, or a duration ago",
     )
     parser.add_argument("--until", default="now", help="end, exclusive (default now)")
+    parser.add_argument("--tier", choices=TIERS, default="auto", help="force a tier (default auto)")
     parser.add_argument(
-        "--tier", choices=TIER_CHOICES, default="auto", help="force a tier (default auto)"
+        "--max-buckets",
+        type=int,
+        default=DEFAULT_MAX_BUCKETS,
+        help="refuse more buckets per series than this",
     )
-    parser.add_argument("--max-buckets", type=int, default=100_000, help="refuse larger results")
     parser.add_argument("--format", "-f", choices=FORMATS, default="table")
     parser.set_defaults(handler=handle)
 
 
-def parse_aggs(text: str) -> list[str]:
-    aggs = [a.strip() for a in text.split(",") if a.strip()]
-    if not aggs:
-        raise QueryError("--agg needs at least one aggregate")
-    unknown = [a for a in aggs if a not in query.AGGREGATES]
-    if unknown:
-        raise QueryError(
-            f"unknown aggregate {unknown[0]!r}; choose from {', '.join(query.AGGREGATES)}"
-        )
-    return aggs
-
-
 def handle(args: argparse.Namespace) -> int:
-    aggs = parse_aggs(args.agg)
-    bucket_ms = query.parse_duration_ms(args.bucket)
-    since = query.parse_time_ms(args.since)
-    until = query.parse_time_ms(args.until)
-    conn, _path = open_db(args)
+    aggs = request.aggregates([args.agg], "--agg")
+    query = AggregateQuery(
+        sensor=args.sensor,
+        metric=args.metric,
+        since_ms=request.time_ms(args.since, "--since"),
+        until_ms=request.time_ms(args.until, "--until"),
+        bucket_ms=request.bucket_ms(args.bucket, "--bucket"),
+        aggregates=aggs,
+        tier=args.tier,
+        max_buckets=Limit(args.max_buckets, "--max-buckets"),
+    )
     columns = ("sensor_id", "metric", "start", *aggs, "tier")
+    with open_reader(args) as (reader, _path):
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for bucket in query.aggregate(
-            conn,
-            sensor=args.sensor,
-            metric=args.metric,
-            since_ms=since,
-            until_ms=until,
-            bucket_ms=bucket_ms,
-            aggs=aggs,
-            max_buckets=args.max_buckets,
-            tier=args.tier,
-        ):
-            yield {
-                "sensor_id": bucket.sensor_id,
-                "metric": bucket.metric,
-                "start": format_ms(bucket.start_ms),
-                **bucket.values,
-                "tier": bucket.tier,
-            }
+        def rows() -> Iterator[dict[str, Any]]:
+            for bucket in reader.rows(reader.store.stream_aggregate(query)):
+                yield {
+                    "sensor_id": bucket.sensor_id,
+                    "metric": bucket.metric,
+                    "start": format_ms(bucket.start_ms),
+                    **bucket.values,
+                    "tier": bucket.tier,
+                }
 
-    try:
         write_rows(rows(), columns, args.format)
-    finally:
-        conn.close()
     return 0

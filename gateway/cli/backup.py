@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import add_db_argument, db_path
-from gateway.storage.backup import backup_database
-from gateway.storage.units import format_size
+from gateway.parsing import format_size
+from gateway.storage.sqlite.backup import backup_database
 
 
 def register(subparsers: Any) -> None:

@@ -17,13 +17,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from gateway import deadletters
-from gateway.cli.common import add_db_argument, db_path, open_db, settings_from
+from gateway import request
+from gateway.cli.common import add_db_argument, db_path, open_reader, settings_from
 from gateway.cli.output import FORMATS, write_rows
-from gateway.deadletters import Selection
 from gateway.errors import QueryError
-from gateway.query import parse_duration_ms, parse_time_ms
 from gateway.router import Router
+from gateway.storage.base import Selection
+from gateway.storage.sqlite.deadletters import purge_dead_letters, replay_dead_letters
 from gateway.validation import format_ms
 
 GROUP_COLUMNS = ("count", "first", "last", "reason")
@@ -82,18 +82,20 @@ def _selection(args: argparse.Namespace) -> Selection:
     return Selection(
         ids=tuple(getattr(args, "id", None) or ()),
         reason=getattr(args, "reason", None),
-        since_ms=parse_time_ms(since) if since else None,
-        before_ms=parse_time_ms("now") - parse_duration_ms(older) if older else None,
+        since_ms=request.time_ms(since, "--since") if since else None,
+        before_ms=request.time_ms("now") - request.duration_ms(older, "--older-than")
+        if older
+        else None,
         everything=bool(getattr(args, "all", False)),
     )
 
 
 def handle_list(args: argparse.Namespace) -> int:
-    conn, _path = open_db(args)
     selection = Selection(
-        reason=args.reason, since_ms=parse_time_ms(args.since) if args.since else None
+        reason=args.reason,
+        since_ms=request.time_ms(args.since, "--since") if args.since else None,
     )
-    try:
+    with open_reader(args) as (reader, _path):
         if args.all:
             rows: Iterator[dict[str, Any]] = (
                 {
@@ -104,11 +106,11 @@ def handle_list(args: argparse.Namespace) -> int:
                     "size": d.payload_size,
                     "reason": d.reason,
                 }
-                for d in deadletters.listing(conn, selection, args.limit)
+                for d in reader.rows(reader.store.stream_dead_letters(selection, args.limit))
             )
             write_rows(rows, ROW_COLUMNS, args.format)
         else:
-            groups = deadletters.groups(conn, selection)
+            groups = reader(reader.store.dead_letter_groups(selection))
             write_rows(
                 (
                     {
@@ -125,17 +127,12 @@ def handle_list(args: argparse.Namespace) -> int:
             if args.format == "table" and groups:
                 total = sum(g.count for g in groups)
                 print(f"{total} dead letter(s), {len(groups)} reason(s)")
-    finally:
-        conn.close()
     return 0
 
 
 def handle_show(args: argparse.Namespace) -> int:
-    conn, _path = open_db(args)
-    try:
-        dead = deadletters.get(conn, args.id)
-    finally:
-        conn.close()
+    with open_reader(args) as (reader, _path):
+        dead = reader(reader.store.dead_letter(args.id))
     out = sys.stdout
     out.write(f"id            {dead.id}\n")
     out.write(f"received      {format_ms(dead.received_at_ms)}\n")
@@ -146,13 +143,13 @@ def handle_show(args: argparse.Namespace) -> int:
     if dead.truncated:
         size += f" (truncated: only the first {len(dead.payload)} bytes were kept)"
     out.write(f"size          {size}\n")
-    text = None if args.hex else deadletters.payload_text(dead.payload)
+    text = None if args.hex else payload_text(dead.payload)
     if text is not None:
         out.write("payload (UTF-8 text):\n")
         out.write(text + ("" if text.endswith("\n") else "\n"))
     else:
         out.write("payload (hex):\n")
-        out.write(deadletters.hexdump(dead.payload) + "\n")
+        out.write(hexdump(dead.payload) + "\n")
     return 0
 
 
@@ -164,11 +161,13 @@ def handle_replay(args: argparse.Namespace) -> int:
     router = Router(
         settings.subscriptions, settings.validation.limits(), settings.pipeline.max_payload_bytes
     )
-    conn = deadletters.open_writable(db_path(args), settings.storage.busy_timeout_ms)
-    try:
-        result = deadletters.replay(conn, router, selection, dry_run=args.dry_run)
-    finally:
-        conn.close()
+    result = replay_dead_letters(
+        db_path(args),
+        router.route,
+        selection,
+        dry_run=args.dry_run,
+        busy_timeout_ms=settings.storage.busy_timeout_ms,
+    )
     verb = "would be" if args.dry_run else "were"
     print(f"{result.selected} dead letter(s) selected")
     print(
@@ -188,10 +187,29 @@ def handle_purge(args: argparse.Namespace) -> int:
     if selection.empty:
         raise QueryError("select dead letters to purge: --older-than, --reason, --id or --all")
     busy = settings_from(args).storage.busy_timeout_ms
-    conn = deadletters.open_writable(db_path(args), busy)
-    try:
-        deleted = deadletters.purge(conn, selection)
-    finally:
-        conn.close()
+    deleted = purge_dead_letters(db_path(args), selection, busy)
     print(f"purged {deleted} dead letter(s)")
     return 0
+
+
+def hexdump(data: bytes, width: int = 16) -> str:
+    """``xxd``-style dump: offset, hex bytes, printable ASCII."""
+    lines = []
+    for offset in range(0, len(data), width):
+        chunk = data[offset : offset + width]
+        hexed = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:08x}  {hexed.ljust(width * 3 - 1)}  {text}")
+    return "\n".join(lines)
+
+
+def payload_text(data: bytes) -> str | None:
+    """The payload as text if it is UTF-8 without control characters (tabs and
+    newlines allowed), else None (show it as hex)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(not ch.isprintable() and ch not in "\n\r\t" for ch in text):
+        return None
+    return text

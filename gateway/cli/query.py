@@ -7,9 +7,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from gateway import query
-from gateway.cli.common import add_db_argument, open_db
+from gateway import request
+from gateway.cli.common import Reader, add_db_argument, open_reader
 from gateway.cli.output import FORMATS, write_rows
+from gateway.request import ReadingsQuery
 from gateway.validation import format_ms
 
 COLUMNS = ("sensor_id", "metric", "ts", "value", "unit")
@@ -38,22 +39,18 @@ class Truncation:
 
 
 def rows(
-    args: argparse.Namespace, conn: Any, truncation: Truncation | None = None
+    args: argparse.Namespace, reader: Reader, truncation: Truncation | None = None
 ) -> Iterator[dict[str, Any]]:
-    since = query.parse_time_ms(args.since) if args.since else None
-    until = query.parse_time_ms(args.until) if args.until else None
     limit = args.limit
-    for count, row in enumerate(
-        query.readings(
-            conn,
-            sensor=args.sensor,
-            metric=args.metric,
-            since_ms=since,
-            until_ms=until,
-            limit=limit + 1 if limit else 0,  # one more tells whether there are more
-            descending=args.latest,
-        )
-    ):
+    query = ReadingsQuery(
+        sensor=args.sensor,
+        metric=args.metric,
+        since_ms=request.time_ms(args.since, "--since") if args.since else None,
+        until_ms=request.time_ms(args.until, "--until") if args.until else None,
+        limit=limit + 1 if limit else 0,  # one more tells whether there are more
+        descending=args.latest,
+    )
+    for count, row in enumerate(reader.rows(reader.store.stream_readings(query))):
         if limit and count >= limit:
             if truncation is not None:
                 truncation.truncated = True
@@ -68,12 +65,9 @@ def rows(
 
 
 def handle(args: argparse.Namespace) -> int:
-    conn, _path = open_db(args)
     truncation = Truncation()
-    try:
-        write_rows(rows(args, conn, truncation), COLUMNS, args.format)
-    finally:
-        conn.close()
+    with open_reader(args) as (reader, _path):
+        write_rows(rows(args, reader, truncation), COLUMNS, args.format)
     if truncation.truncated:
         print(
             f"tidegate: showing the first {args.limit} rows; more match"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import add_db_argument, db_path
-from gateway.storage.backup import restore_database
+from gateway.storage.sqlite.backup import restore_database
 
 
 def register(subparsers: Any) -> None:

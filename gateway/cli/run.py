@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.app import Service, serve, tune_interpreter
+from gateway.app import Service, serve, storage_maintenance, tune_interpreter
 from gateway.cli.common import add_config_argument, settings_from, setup_logging
 from gateway.config import Settings
 
@@ -22,9 +22,7 @@ def register(subparsers: Any) -> None:
 
 def default_services(settings: Settings) -> list[Service]:
     """Extra services started with the gateway (HTTP API, storage maintenance)."""
-    from gateway.storage.maintenance import maintenance_service
-
-    services: list[Service] = [maintenance_service(settings)]
+    services: list[Service] = [storage_maintenance]
     if settings.api.enabled:
         # Imported only when enabled: the web stack costs memory (docs/decisions/0050).
         from gateway.api.service import api_service

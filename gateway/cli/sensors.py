@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway import query
-from gateway.cli.common import add_db_argument, open_db
+from gateway.cli.common import add_db_argument, open_reader
 from gateway.cli.output import FORMATS, write_rows
 from gateway.validation import format_ms
 
@@ -22,8 +21,7 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    conn, _path = open_db(args)
-    try:
+    with open_reader(args) as (reader, _path):
         rows = (
             {
                 "sensor_id": s.sensor_id,
@@ -34,9 +32,7 @@ def handle(args: argparse.Namespace) -> int:
                 "last_ts": format_ms(s.last_ts_ms) if s.last_ts_ms is not None else None,
                 "last_value": s.last_value,
             }
-            for s in query.sensors(conn, args.sensor)
+            for s in reader(reader.store.series(args.sensor))
         )
         write_rows(rows, COLUMNS, args.format)
-    finally:
-        conn.close()
     return 0

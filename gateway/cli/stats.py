@@ -7,9 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from gateway import query
-from gateway.cli.common import add_db_argument, open_db
-from gateway.storage.report import report_lines, storage_report
+from gateway.cli.common import add_db_argument, open_reader
 from gateway.validation import format_ms
 
 
@@ -30,14 +28,11 @@ def _size(n: int) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    conn, path = open_db(args)
-    try:
-        totals = query.stats(conn, path)
-        storage = storage_report(conn, path)
-    finally:
-        conn.close()
+    with open_reader(args) as (reader, path):
+        totals = reader(reader.store.stats())
+        details = reader(reader.store.details())
     if args.format == "json":
-        print(json.dumps({**asdict(totals), "storage": storage}))
+        print(json.dumps({**asdict(totals), "storage": details.data}))
         return 0
     per_reading = (totals.database_bytes / totals.readings) if totals.readings else 0.0
     lines = [
@@ -52,7 +47,7 @@ def handle(args: argparse.Namespace) -> int:
         ),
         ("oldest", format_ms(totals.oldest_ts_ms) if totals.oldest_ts_ms is not None else "-"),
         ("newest", format_ms(totals.newest_ts_ms) if totals.newest_ts_ms is not None else "-"),
-        *report_lines(storage),
+        *details.lines,
     ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:

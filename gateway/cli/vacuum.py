@@ -9,9 +9,9 @@ from typing import Any
 
 from gateway.cli.common import add_db_argument, db_path
 from gateway.errors import StorageError
-from gateway.storage.integrity import ensure_incremental_vacuum
-from gateway.storage.lock import DatabaseLock
-from gateway.storage.units import format_size
+from gateway.parsing import format_size
+from gateway.storage.sqlite.integrity import ensure_incremental_vacuum
+from gateway.storage.sqlite.lock import DatabaseLock
 
 
 def register(subparsers: Any) -> None:

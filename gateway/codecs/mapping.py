@@ -24,16 +24,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping, Sequence
-from datetime import tzinfo
-from pathlib import Path
 from typing import Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
+from gateway.parsing import resolve_timezone as resolve_timezone  # re-exported (config needs it)
 from gateway.validation import Limits, check_name
+from gateway.validation import check_name_map as check_name_map  # re-exported (config needs it)
 
-LOCALTIME = Path("/etc/localtime")
 _CACHE_MAX = 10_000
 
 
@@ -50,25 +47,6 @@ class MappingOptions(Protocol):
     def strip_prefix(self) -> str: ...
     @property
     def units(self) -> Mapping[str, str]: ...
-
-
-def resolve_timezone(name: str | None) -> tzinfo | None:
-    """The zone called ``name`` (None → None, meaning UTC); raises ``ValueError`` with a
-    reason for an unknown zone."""
-    if name is None:
-        return None
-    if name == "local":
-        try:
-            with LOCALTIME.open("rb") as handle:
-                return ZoneInfo.from_file(handle, key="localtime")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"'local': cannot read the system zone {LOCALTIME}: {exc}") from None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin', 'UTC' or 'local'"
-        ) from None
 
 
 def compile_patterns(patterns: Sequence[str]) -> re.Pattern[str] | None:
@@ -170,14 +148,3 @@ class FieldMapping:
                 )
             append(reading)
         return out
-
-
-def check_name_map(names: Mapping[str, str], value_kind: str, limits: Limits) -> None:
-    """Raise ``ValueError`` naming the first unusable key or value of a ``units``
-    (``value_kind="unit"``) or ``rename`` (``"metric"``) map."""
-    for metric, value in names.items():
-        for kind, text in (("metric", metric), (value_kind, value)):
-            try:
-                check_name(kind, text, limits)
-            except DecodeError as exc:
-                raise ValueError(f"{metric!r}: {exc.reason}") from None

@@ -261,7 +261,7 @@ async def test_shutdown_is_bounded_while_writes_keep_failing(
 ) -> None:
     """SIGTERM during a storage outage (disk full): the gateway still exits within its
     shutdown timeout, acks nothing it did not commit, and the broker redelivers it all."""
-    from gateway.sinks.memory import MemorySink
+    from gateway.storage.memory import MemorySink
 
     env = {"TIDEGATE_PIPELINE__QUEUE_SIZE": "5", "TIDEGATE_PIPELINE__SHUTDOWN_TIMEOUT_S": "2",
            "TIDEGATE_PIPELINE__RETRY_MAX_S": "0.2"}  # fmt: skip

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
+from gateway.app import Gateway, storage_maintenance
 from gateway.config import load_settings
 from gateway.errors import StorageError
-from gateway.sinks._aiosqlite_adapter import run_on_connection
-from gateway.storage.maintenance import maintenance_service
+from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
 from tests.support import Broker, write_config
 
 pytestmark = pytest.mark.integration
@@ -97,14 +96,14 @@ class PageCapDisk:
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {pages + 8}")
 
-        await run_on_connection(gateway.sink.connection, cap)
+        await run_on_connection(gateway.store.sink.connection, cap)
 
     async def top_up(self, gateway: Gateway) -> None:
         """The page cap leaves nothing to take."""
 
     async def free(self, gateway: Gateway) -> None:
         await run_on_connection(
-            gateway.sink.connection, lambda c: c.execute("PRAGMA max_page_count = 1073741823")
+            gateway.store.sink.connection, lambda c: c.execute("PRAGMA max_page_count = 1073741823")
         )
 
 
@@ -179,7 +178,7 @@ async def test_disk_full_pauses_acks_then_recovers_with_nothing_lost(
                 },
             },
         )
-        gateway = Gateway(settings, [maintenance_service(settings)])
+        gateway = Gateway(settings, [storage_maintenance])
         caplog.set_level(logging.INFO)
         run = asyncio.create_task(gateway.run())
         sim: subprocess.Popen[bytes] | None = None

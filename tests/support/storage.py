@@ -7,15 +7,21 @@ import math
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from gateway.config import StorageConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.sinks.sqlite import BatchWriter, SqliteSink, apply_pragmas, prepare_database
-from gateway.storage.guard import Guard
-from gateway.storage.maintenance import Maintenance
-from gateway.storage.rollups import LateDataTracker
-from gateway.storage.units import parse_size
+from gateway.parsing import parse_size
+from gateway.request import AggregateQuery, ReadingsQuery
+from gateway.storage.base import Bucket, ReadingRow
+from gateway.storage.sqlite import queries
+from gateway.storage.sqlite.connection import apply_pragmas
+from gateway.storage.sqlite.guard import Guard
+from gateway.storage.sqlite.maintenance import Maintenance
+from gateway.storage.sqlite.rollups import LateDataTracker
+from gateway.storage.sqlite.schema import prepare_database
+from gateway.storage.sqlite.writer import BatchWriter, SqliteSink
 
 HOUR = 3_600_000
 MINUTE = 60_000
@@ -96,6 +102,18 @@ def assert_same(
     for key, row in want.items():
         other = got[key]
         assert all(close(x, y) for x, y in zip(other, row, strict=True)), (key, other, row)
+
+
+def aggregate(conn: sqlite3.Connection, **fields: Any) -> list[Bucket]:
+    """The read side's aggregate SQL on a plain connection (an
+    :class:`~gateway.request.AggregateQuery` built from ``fields``)."""
+    return list(queries.aggregate(conn, AggregateQuery(**fields)))
+
+
+def readings(conn: sqlite3.Connection, **fields: Any) -> list[ReadingRow]:
+    """The read side's readings SQL on a plain connection (a
+    :class:`~gateway.request.ReadingsQuery` built from ``fields``)."""
+    return list(queries.readings(conn, ReadingsQuery(**fields)))
 
 
 class Rig:

@@ -7,7 +7,7 @@ import asyncio
 from gateway.config import PipelineConfig
 from gateway.models import DeadLetter, Envelope, Reading
 from gateway.pipeline import Pipeline
-from gateway.sinks.memory import MemorySink
+from gateway.storage.memory import MemorySink
 
 NOW = 1_732_000_000_000
 

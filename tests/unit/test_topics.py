@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import query
 from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
 from gateway.router import Router
-from gateway.sinks.sqlite import SqliteSink, open_readonly
+from gateway.storage.sqlite.connection import open_readonly
+from gateway.storage.sqlite.writer import SqliteSink
 from gateway.topics import MAX_TOPIC_BYTES, TopicTemplate, check_share_group, check_topic_filter
 from gateway.validation import Limits
+from tests.support import storage
 
 NOW = 1_700_000_000_000
 
@@ -199,7 +200,7 @@ async def test_hostile_topic_levels_are_stored_verbatim(tmp_path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"series", "readings_hot", "readings_cold", "dead_letters"} <= tables
         for i, level in enumerate(HOSTILE):
-            rows = list(query.readings(conn, sensor=level, metric=level))
+            rows = storage.readings(conn, sensor=level, metric=level)
             assert len(rows) == 1, level
             row = rows[0]
             assert (row.sensor_id, row.metric, row.value) == (level, level, float(i))

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.api import params, prometheus
-from gateway.api.reader import ReadPool
 from gateway.errors import QueryError, StorageError
 from gateway.metrics import Metrics
-from gateway.sinks.sqlite import prepare_database
+from gateway.storage.sqlite.readpool import ReadPool
+from gateway.storage.sqlite.schema import prepare_database
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.sinks.schema import migrate
+from gateway.storage.sqlite.schema import migrate
 from simulators.errors import ReportError
 from simulators.report import (
     Group,

@@ -13,10 +13,10 @@ import pytest
 from gateway.cli.main import main
 from gateway.errors import StorageError
 from gateway.models import Reading
-from gateway.sinks.schema import SCHEMA_VERSION
-from gateway.sinks.sqlite import SqliteSink
-from gateway.storage.backup import backup_database, restore_database, validate
-from gateway.storage.lock import DatabaseLock
+from gateway.storage.sqlite.backup import backup_database, restore_database, validate
+from gateway.storage.sqlite.lock import DatabaseLock
+from gateway.storage.sqlite.schema import SCHEMA_VERSION
+from gateway.storage.sqlite.writer import SqliteSink
 from tests.support.storage import T0
 
 BATCH = 200

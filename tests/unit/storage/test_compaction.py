@@ -10,13 +10,21 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import query
 from gateway.models import Reading
-from gateway.sinks.schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from gateway.sinks.sqlite import CEILING_KEY, BatchWriter, cold_ceiling, open_readonly
-from gateway.storage.compaction import Compactor, compact_all, compact_below, compact_step
-from gateway.storage.rollups import WATERMARK, RollupJob, get_state
+from gateway.storage.sqlite import queries
+from gateway.storage.sqlite.compaction import Compactor, compact_all, compact_below, compact_step
+from gateway.storage.sqlite.connection import open_readonly
+from gateway.storage.sqlite.rollups import WATERMARK, RollupJob, get_state
+from gateway.storage.sqlite.schema import (
+    CEILING_KEY,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    cold_ceiling,
+    migrate,
+)
+from gateway.storage.sqlite.writer import BatchWriter
 from tests.support.storage import MINUTE, T0, open_writer, write
+from tests.support.storage import readings as read_rows
 
 
 def counts(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -266,16 +274,16 @@ def test_queries_see_both_tables(tmp_path: Path) -> None:
     conn.close()
     ro = open_readonly(tmp_path / "q.db")
     try:
-        latest = {(r.sensor_id, r.last_ts_ms, r.last_value) for r in query.latest(ro)}
+        latest = {(r.sensor_id, r.last_ts_ms, r.last_value) for r in queries.latest(ro)}
         assert latest == {
             ("s0", T0 + 29_000, 87.0),
             ("s1", T0 + 29_000, 88.0),
             ("s2", T0 + 29_000, 89.0),
             ("s9", T0 + 5000, 7.0),
         }
-        only = query.latest(ro, sensor="s1")
+        only = queries.latest(ro, sensor="s1")
         assert [(r.last_ts_ms, r.last_value) for r in only] == [(T0 + 29_000, 88.0)]
-        info = {s.sensor_id: s for s in query.sensors(ro)}
+        info = {s.sensor_id: s for s in queries.series(ro)}
         assert (info["s0"].count, info["s0"].first_ts_ms, info["s0"].last_ts_ms) == (
             30,
             T0,
@@ -283,13 +291,13 @@ def test_queries_see_both_tables(tmp_path: Path) -> None:
         )
         assert (info["s9"].count, info["s9"].last_value) == (2, 7.0)
         assert (info["s9"].first_ts_ms, info["s9"].last_ts_ms) == (T0 + 2000, T0 + 5000)
-        assert query.time_bounds(ro) == (T0, T0 + 29_000)
+        assert queries.time_bounds(ro) == (T0, T0 + 29_000)
         # A late reading waiting in the hot table is not the latest.
-        assert [(r.last_ts_ms, r.last_value) for r in query.latest(ro, sensor="s9")] == [
+        assert [(r.last_ts_ms, r.last_value) for r in queries.latest(ro, sensor="s9")] == [
             (T0 + 5000, 7.0)
         ]
-        rows = list(query.readings(ro, sensor="s0", limit=0))
+        rows = read_rows(ro, sensor="s0", limit=0)
         assert [r.ts_ms for r in rows] == [T0 + i * 1000 for i in range(30)]
-        assert query.stats(ro, tmp_path / "q.db").readings == 92
+        assert queries.stats(ro, tmp_path / "q.db").readings == 92
     finally:
         ro.close()

@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
-from gateway import deadletters
+from gateway.cli.dead_letters import hexdump, payload_text
 from gateway.cli.main import main
 from gateway.config import SubscriptionConfig
-from gateway.deadletters import Selection
 from gateway.models import DeadLetter, Reading
 from gateway.router import Router
-from gateway.sinks.sqlite import SqliteSink
+from gateway.storage.base import Selection
+from gateway.storage.sqlite import deadletters
+from gateway.storage.sqlite.connection import open_writable
+from gateway.storage.sqlite.writer import SqliteSink
 from gateway.validation import Limits
 
 NOW = int(time.time() * 1000)
@@ -94,7 +96,7 @@ async def test_rows_and_payloads_are_bounded(tmp_path: Path) -> None:
 async def test_long_payload_is_truncated_and_says_so(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     await write(db, [DeadLetter(NOW, "a/b", b"y" * 100, "too big")], dead_letter_max_payload=16)
-    conn = deadletters.open_writable(db)
+    conn = open_writable(db)
     try:
         (dead,) = list(deadletters.listing(conn))
     finally:
@@ -237,7 +239,7 @@ async def test_replay_while_the_gateway_sink_is_open(config: Path, db: Path) -> 
     await sink.open()
     try:
         await sink.write_batch([Reading("live", "temp", NOW, 1.0)], [])
-        conn = deadletters.open_writable(db)
+        conn = open_writable(db)
         try:
             router = Router(
                 [
@@ -250,7 +252,7 @@ async def test_replay_while_the_gateway_sink_is_open(config: Path, db: Path) -> 
                 Limits(),
                 4096,
             )
-            result = deadletters.replay(conn, router, Selection(everything=True), chunk=2)
+            result = deadletters.replay(conn, router.route, Selection(everything=True), chunk=2)
         finally:
             conn.close()
         assert (result.decoded, result.stored, result.still_failing) == (7, 7, 3)
@@ -280,7 +282,7 @@ def test_purge(config: Path, db: Path, capsys: Any) -> None:
 
 
 def test_purge_in_chunks(db: Path) -> None:
-    conn = deadletters.open_writable(db)
+    conn = open_writable(db)
     try:
         assert deadletters.purge(conn, Selection(everything=True), chunk=3) == 11
     finally:
@@ -297,15 +299,15 @@ def test_missing_database(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_hexdump_and_payload_text() -> None:
-    assert deadletters.hexdump(b"AB\x00") == "00000000  " + "41 42 00".ljust(47) + "  AB."
-    assert deadletters.hexdump(bytes(range(20))).count("\n") == 1
-    assert deadletters.payload_text("temp 21°C\n".encode()) == "temp 21°C\n"
-    assert deadletters.payload_text(b"\x00a") is None
-    assert deadletters.payload_text(b"\xff") is None
+    assert hexdump(b"AB\x00") == "00000000  " + "41 42 00".ljust(47) + "  AB."
+    assert hexdump(bytes(range(20))).count("\n") == 1
+    assert payload_text("temp 21°C\n".encode()) == "temp 21°C\n"
+    assert payload_text(b"\x00a") is None
+    assert payload_text(b"\xff") is None
 
 
 def test_replayed_old_readings_are_marked_for_rollup(config: Path, db: Path, capsys: Any) -> None:
-    from gateway.storage.rollups import WATERMARK, set_state
+    from gateway.storage.sqlite.rollups import WATERMARK, set_state
 
     conn = sqlite3.connect(db, isolation_level=None)
     try:

@@ -14,9 +14,9 @@ from gateway.config import PipelineConfig
 from gateway.errors import StorageFull
 from gateway.models import Envelope, Reading
 from gateway.pipeline import Pipeline
-from gateway.storage import wear
-from gateway.storage.guard import Guard, Usage
-from gateway.storage.retention import PageStats
+from gateway.storage.sqlite import wear
+from gateway.storage.sqlite.guard import Guard, Usage
+from gateway.storage.sqlite.retention import PageStats
 from tests.support.storage import DAY, HOUR, T0, Clock, Rig, make_rig
 
 

@@ -21,10 +21,10 @@ from gateway.config import StorageConfig
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.sinks.sqlite import SqliteSink
-from gateway.storage import integrity
-from gateway.storage.lifecycle import StorageLifecycle
-from gateway.storage.lock import holder
+from gateway.storage.sqlite import integrity
+from gateway.storage.sqlite.lock import holder
+from gateway.storage.sqlite.store import SqliteStore
+from gateway.storage.sqlite.writer import SqliteSink
 from tests.support.storage import T0
 
 NOW = dt.datetime(2024, 11, 19, 7, 30, 5, tzinfo=dt.UTC)
@@ -78,7 +78,7 @@ async def test_gateway_start_replaces_a_corrupt_database_loudly(
     damage(db)
     metrics = Metrics()
     sink = SqliteSink(db)
-    lifecycle = StorageLifecycle(StorageConfig(path=db), sink, metrics)
+    lifecycle = SqliteStore(StorageConfig(path=db), metrics, sink)
     with caplog.at_level(logging.ERROR):
         await lifecycle.open()
     try:
@@ -129,11 +129,11 @@ def test_a_directory_in_the_way_is_an_error_not_corruption(tmp_path: Path) -> No
 
 async def test_one_gateway_per_database(tmp_path: Path) -> None:
     db = tmp_path / "one.db"
-    first = StorageLifecycle(StorageConfig(path=db), SqliteSink(db), Metrics())
+    first = SqliteStore(StorageConfig(path=db), Metrics(), SqliteSink(db))
     await first.open()
     try:
         assert holder(db) == os.getpid()
-        second = StorageLifecycle(StorageConfig(path=db), SqliteSink(db), Metrics())
+        second = SqliteStore(StorageConfig(path=db), Metrics(), SqliteSink(db))
         with pytest.raises(
             StorageError, match=rf"in use by another tidegate \(pid {os.getpid()}\)"
         ):
@@ -141,6 +141,6 @@ async def test_one_gateway_per_database(tmp_path: Path) -> None:
     finally:
         await first.close()
     assert holder(db) is None
-    again = StorageLifecycle(StorageConfig(path=db), SqliteSink(db), Metrics())
+    again = SqliteStore(StorageConfig(path=db), Metrics(), SqliteSink(db))
     await again.open()
     await again.close()

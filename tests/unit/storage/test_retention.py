@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import query
 from gateway.config import RetentionConfig
 from gateway.models import Reading
-from gateway.storage import integrity
-from gateway.storage.retention import Purger, page_stats
-from gateway.storage.rollups import rollup_all
+from gateway.request import AGGREGATES
+from gateway.storage.sqlite import integrity
+from gateway.storage.sqlite.retention import Purger, page_stats
+from gateway.storage.sqlite.rollups import rollup_all
 from tests.support.storage import (
     DAY,
     HOUR,
@@ -23,6 +23,7 @@ from tests.support.storage import (
     T0,
     Clock,
     Rig,
+    aggregate,
     make_rig,
     open_writer,
     write,
@@ -59,9 +60,9 @@ async def test_each_tier_is_purged_after_its_retention(rig: Rig) -> None:
     with rig.conn() as conn:
         before = [
             (b.start_ms, b.values)
-            for b in query.aggregate(
+            for b in aggregate(
                 conn, sensor="s0", metric="t", since_ms=T0, until_ms=T0 + 4 * DAY,
-                bucket_ms=6 * HOUR, aggs=query.AGGREGATES, tier="raw",
+                bucket_ms=6 * HOUR, aggregates=AGGREGATES, tier="raw",
             )
         ]  # fmt: skip
     await rig.maintenance.run_once()
@@ -75,9 +76,9 @@ async def test_each_tier_is_purged_after_its_retention(rig: Rig) -> None:
         assert oldest(conn, "rollup_1h", "bucket") == T0  # kept forever
         after = [
             (b.start_ms, b.values, b.tier)
-            for b in query.aggregate(
+            for b in aggregate(
                 conn, sensor="s0", metric="t", since_ms=T0, until_ms=T0 + 4 * DAY,
-                bucket_ms=6 * HOUR, aggs=query.AGGREGATES,
+                bucket_ms=6 * HOUR, aggregates=AGGREGATES,
             )
         ]  # fmt: skip
         # History older than the raw retention is still there, from the rollups.

@@ -14,18 +14,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import query
 from gateway.cli.main import main
 from gateway.models import Reading
-from gateway.sinks.schema import MIGRATIONS, SCHEMA_VERSION
-from gateway.sinks.sqlite import SqliteSink
-from gateway.storage.compaction import compact_below, compact_step
-from gateway.storage.rollups import GRACE_MS, RollupJob, rollup_all
-from gateway.storage.tiers import plan, summary
+from gateway.request import AGGREGATES
+from gateway.storage.sqlite.compaction import compact_below, compact_step
+from gateway.storage.sqlite.rollups import GRACE_MS, RollupJob, rollup_all
+from gateway.storage.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+from gateway.storage.sqlite.tiers import plan, summary
+from gateway.storage.sqlite.writer import SqliteSink
 from tests.support.storage import (
     HOUR,
     MINUTE,
     T0,
+    aggregate,
     assert_same,
     close,
     direct,
@@ -56,31 +57,31 @@ def check_rollups(conn: sqlite3.Connection) -> None:
 
 def check_queries(conn: sqlite3.Connection, since: int, until: int, bucket: int) -> set[str]:
     auto = list(
-        query.aggregate(
+        aggregate(
             conn,
             sensor=None,
             metric=None,
             since_ms=since,
             until_ms=until,
             bucket_ms=bucket,
-            aggs=query.AGGREGATES,
+            aggregates=AGGREGATES,
         )
     )
     raw = list(
-        query.aggregate(
+        aggregate(
             conn,
             sensor=None,
             metric=None,
             since_ms=since,
             until_ms=until,
             bucket_ms=bucket,
-            aggs=query.AGGREGATES,
+            aggregates=AGGREGATES,
             tier="raw",
         )
     )
     assert [(b.sensor_id, b.start_ms) for b in auto] == [(b.sensor_id, b.start_ms) for b in raw]
     for x, y in zip(auto, raw, strict=True):
-        assert all(close(x.values[k], y.values[k]) for k in query.AGGREGATES), (x, y)
+        assert all(close(x.values[k], y.values[k]) for k in AGGREGATES), (x, y)
     return {b.tier for b in auto}
 
 
@@ -175,9 +176,9 @@ def test_queries_stay_exact_while_late_data_waits_for_its_rollup(tmp_path: Path)
     rollup_all(conn, T0 + 4 * HOUR, tracker)
     write(conn, writer, [Reading("x", "t", T0 + 30_000, 500.0)])  # late; not rolled up yet
     buckets = list(
-        query.aggregate(
+        aggregate(
             conn, sensor=None, metric="t", since_ms=T0, until_ms=T0 + 3 * HOUR,
-            bucket_ms=HOUR, aggs=("max", "count"),
+            bucket_ms=HOUR, aggregates=("max", "count"),
         )
     )  # fmt: skip
     by_series = {
@@ -267,14 +268,14 @@ def test_each_bucket_says_which_tier_answered(tmp_path: Path) -> None:
     # Raw data gone (retention): old buckets are still answered, from the rollups.
     conn.execute("DELETE FROM readings WHERE ts < ?", (T0 + 2 * HOUR,))
     buckets = list(
-        query.aggregate(
+        aggregate(
             conn,
             sensor="s",
             metric="t",
             since_ms=T0,
             until_ms=T0 + 2 * HOUR,
             bucket_ms=HOUR,
-            aggs=("count", "avg", "last"),
+            aggregates=("count", "avg", "last"),
         )
     )
     assert [(b.tier, b.values["count"]) for b in buckets] == [("1h", 120), ("1h", 120)]

@@ -9,8 +9,9 @@ import pytest
 
 from gateway.errors import StorageError
 from gateway.models import DeadLetter, Reading
-from gateway.sinks.schema import SCHEMA_VERSION
-from gateway.sinks.sqlite import SqliteSink, open_readonly
+from gateway.storage.sqlite.connection import open_readonly
+from gateway.storage.sqlite.schema import SCHEMA_VERSION
+from gateway.storage.sqlite.writer import SqliteSink
 
 NOW = 1_732_000_000_000
 

@@ -1,18 +1,18 @@
-"""The SQLite sink: one writer connection, one transaction per batch.
+"""The batch writer: one writer connection, one transaction per batch.
 
 The batch logic (:class:`BatchWriter`) is plain synchronous sqlite3 code; the async
 :class:`SqliteSink` runs it on aiosqlite's worker thread in a single hop per batch (see
 ``_aiosqlite_adapter``). One writer per database file: SQLite allows one writer at a
 time anyway, and a single owner keeps the series cache coherent
-(``docs/decisions/0001-one-writer.md``).
+(``docs/decisions/0001-one-writer-per-database.md``). The gateway's write side,
+:class:`gateway.storage.sqlite.store.SqliteStore`, wraps a sink with the file's
+lifecycle (lock, integrity check, hooks, maintenance).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import itertools
-import json
 import logging
 import operator
 import sqlite3
@@ -24,11 +24,19 @@ from typing import cast
 
 import aiosqlite
 
-from gateway.errors import StorageCorrupt, StorageError, StorageFull
+from gateway.errors import StorageError
 from gateway.models import DeadLetter, Reading, Tags
-from gateway.sinks._aiosqlite_adapter import run_on_connection
-from gateway.sinks.base import WriteResult
-from gateway.sinks.schema import migrate
+from gateway.storage.base import WriteResult
+from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
+from gateway.storage.sqlite.connection import apply_pragmas, convert_sqlite_error
+from gateway.storage.sqlite.schema import (
+    COLD,
+    HOT,
+    cold_ceiling,
+    prepare_database,
+    tags_from_text,
+    tags_to_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +52,6 @@ _INSERT_DEAD = (
     "INSERT INTO dead_letters (received_at, subscription, topic, payload, payload_size, reason)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-
-
-HOT = "readings_hot"
-COLD = "readings_cold"
-CEILING_KEY = "cold_ceiling"
-"""``storage_state`` key: every cold row's ``ts`` is below it (gateway.storage.compaction)."""
 
 
 @functools.cache
@@ -70,21 +72,6 @@ def _insert_many_new_to_cold(count: int) -> str:
         + f") AS v WHERE NOT EXISTS (SELECT 1 FROM {COLD} AS c"
         " WHERE c.series_id = v.column1 AND c.ts = v.column2)"
     )
-
-
-def cold_ceiling(conn: sqlite3.Connection) -> int:
-    """The current hot/cold boundary (read inside the writer's transaction)."""
-    row = conn.execute("SELECT value FROM storage_state WHERE key = ?", (CEILING_KEY,)).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
-def has_hot_table(conn: sqlite3.Connection) -> bool:
-    """Whether the database has the hot/cold layout (schema 3+); an older one opened
-    read-only keeps all readings in the ``readings`` table."""
-    row = conn.execute(
-        f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{HOT}'"
-    ).fetchone()
-    return row is not None
 
 
 def insert_rows(
@@ -118,53 +105,6 @@ def insert_rows(
         stored += conn.execute(sql, flat[3 * pos : 3 * (pos + size)]).rowcount
         pos += size
     return stored
-
-
-def tags_to_text(tags: Tags) -> str:
-    """Canonical text form of tags as stored in ``series.tags`` (``''`` for none)."""
-    if not tags:
-        return ""
-    return json.dumps(dict(tags), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def tags_from_text(text: str) -> dict[str, str]:
-    """Inverse of :func:`tags_to_text`."""
-    return json.loads(text) if text else {}
-
-
-def convert_sqlite_error(exc: BaseException, what: str) -> StorageError:
-    """Map a sqlite3/OS error to our tree: full disk, corruption, or plain failure."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary == sqlite3.SQLITE_FULL or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
-        return StorageFull(f"{what}: disk or database full ({exc})")
-    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StorageCorrupt(f"{what}: database is damaged ({exc})")
-    if primary == sqlite3.SQLITE_IOERR and "disk" in str(exc).lower():
-        return StorageFull(f"{what}: disk I/O error, disk may be full ({exc})")
-    return StorageError(f"{what}: {exc}")
-
-
-def apply_pragmas(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
-    """Connection settings for the writer: WAL, the chosen durability, a busy timeout."""
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-        # A new file: auto_vacuum only takes effect if set before WAL mode creates it.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StorageError(f"could not switch the database to WAL mode (got {mode})")
-    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-        raise StorageError(f"bad synchronous mode {synchronous!r}")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-
-
-def prepare_database(conn: sqlite3.Connection) -> None:
-    """Create or migrate the schema. A new database gets incremental auto-vacuum, which
-    must be chosen before the first table exists."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    migrate(conn)
 
 
 class BatchWriter:
@@ -312,7 +252,8 @@ def _tags_tuple(text: str) -> Tags:
 
 
 class SqliteSink:
-    """Async sink over one SQLite file. Implements :class:`gateway.sinks.base.Sink`."""
+    """Async batch writer over one SQLite file (the bare write side: no lock, no
+    maintenance; see :class:`gateway.storage.sqlite.store.SqliteStore`)."""
 
     def __init__(
         self,
@@ -386,19 +327,3 @@ class SqliteSink:
                 await conn.close()
             except (sqlite3.Error, OSError) as exc:
                 log.warning("closing %s: %s", self.path, exc)
-
-
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection for queries (CLI, HTTP API). It never blocks the writer:
-    in WAL mode readers and the writer proceed concurrently."""
-    if not Path(path).exists():
-        raise StorageError(f"database not found: {path}")
-    try:
-        conn = sqlite3.connect(
-            f"file:{Path(path).resolve()}?mode=ro", uri=True, check_same_thread=False
-        )
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as exc:
-        raise convert_sqlite_error(exc, f"opening {path} read-only") from None
-    return conn

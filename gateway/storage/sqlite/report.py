@@ -11,11 +11,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from gateway.storage.integrity import corrupt_copies
-from gateway.storage.lock import holder
-from gateway.storage.retention import page_stats
-from gateway.storage.rollups import PURGED_BEFORE, TIERS, WATERMARK, get_state
-from gateway.storage.units import format_size
+from gateway.parsing import format_size
+from gateway.storage.sqlite.integrity import corrupt_copies
+from gateway.storage.sqlite.lock import holder
+from gateway.storage.sqlite.retention import page_stats
+from gateway.storage.sqlite.rollups import PURGED_BEFORE, TIERS, WATERMARK, get_state
 from gateway.validation import format_ms
 
 _VACUUM_MODES = {0: "none (run `tidegate vacuum`)", 1: "full", 2: "incremental"}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from gateway.errors import StorageError
 from gateway.models import DeadLetter, Reading
-from gateway.sinks.base import WriteResult
+from gateway.storage.base import WriteResult
 
 
 class MemorySink:
@@ -39,6 +39,9 @@ class MemorySink:
         self.dead_letters.extend(dead_letters)
         self.batches += 1
         return WriteResult(stored, len(readings) - stored, len(dead_letters))
+
+    async def maintain(self) -> None:
+        return None
 
     async def close(self) -> None:
         self.closed = True

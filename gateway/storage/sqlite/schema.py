@@ -14,7 +14,7 @@ the ``readings`` view: ``readings_hot`` keyed ``(ts, series_id)`` takes every ne
 reading (appends at the right edge of one B-tree: a commit rewrites a few pages, not a
 page per series), and the storage service moves rows older than a short lag into
 ``readings_cold`` keyed ``(series_id, ts)`` in large sorted chunks
-(:mod:`gateway.storage.compaction`). No key is ever in both: every cold row is older
+(:mod:`gateway.storage.sqlite.compaction`). No key is ever in both: every cold row is older
 than ``storage_state['cold_ceiling']`` (a move raises it), so a reading at or above the
 ceiling can only collide in the hot table, and one below it is inserted only if the cold
 table does not hold its key — each table's primary key keeps redeliveries out.
@@ -27,9 +27,11 @@ from version ``n`` to ``n + 1``; they run in order inside one transaction at ope
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from gateway.errors import StorageError
+from gateway.models import Tags
 
 MIGRATIONS: list[str] = [
     # 0 → 1: the initial schema.
@@ -134,6 +136,11 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+HOT = "readings_hot"
+COLD = "readings_cold"
+CEILING_KEY = "cold_ceiling"
+"""``storage_state`` key: every cold row's ``ts`` is below it (:mod:`.compaction`)."""
+
 
 def statements(script: str) -> list[str]:
     """Split ``script`` into complete statements (a trigger body holds ``;`` too)."""
@@ -173,3 +180,38 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return found
+
+
+def prepare_database(conn: sqlite3.Connection) -> None:
+    """Create or migrate the schema. A new database gets incremental auto-vacuum, which
+    must be chosen before the first table exists."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    migrate(conn)
+
+
+def cold_ceiling(conn: sqlite3.Connection) -> int:
+    """The current hot/cold boundary (read inside the writer's transaction)."""
+    row = conn.execute("SELECT value FROM storage_state WHERE key = ?", (CEILING_KEY,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def has_hot_table(conn: sqlite3.Connection) -> bool:
+    """Whether the database has the hot/cold layout (schema 3+); an older one opened
+    read-only keeps all readings in the ``readings`` table."""
+    row = conn.execute(
+        f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{HOT}'"
+    ).fetchone()
+    return row is not None
+
+
+def tags_to_text(tags: Tags) -> str:
+    """Canonical text form of tags as stored in ``series.tags`` (``''`` for none)."""
+    if not tags:
+        return ""
+    return json.dumps(dict(tags), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def tags_from_text(text: str) -> dict[str, str]:
+    """Inverse of :func:`tags_to_text`."""
+    return json.loads(text) if text else {}

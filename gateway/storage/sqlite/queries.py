@@ -1,87 +1,26 @@
-"""The read path shared by the CLI and the HTTP API.
+"""The SQL of the read side: plain synchronous functions over one sqlite3 connection.
 
 Every function takes a read-only ``sqlite3.Connection`` (see
-:func:`gateway.sinks.sqlite.open_readonly`), uses parameterised SQL only, and streams
-rows (generators), so ``--limit 0`` never loads a whole result into memory. Bad
-requests raise :class:`~gateway.errors.QueryError`.
+:func:`gateway.storage.sqlite.connection.open_readonly`), uses parameterised SQL only,
+and streams rows (generators), so an export never loads a whole result into memory.
+Requests come checked (:mod:`gateway.request`); what is left to refuse here (too many
+series) raises :class:`~gateway.errors.QueryError`. :class:`.reader.SqliteReader` runs
+these on worker threads behind the :class:`gateway.storage.base.ReadStore` interface.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.errors import DecodeError, QueryError
-from gateway.sinks.sqlite import has_hot_table, tags_from_text
-from gateway.storage import tiers
-from gateway.validation import parse_iso_ms
+from gateway.errors import QueryError
+from gateway.request import MAX_SERIES, AggregateQuery, ReadingsQuery
+from gateway.storage.base import Bucket, Latest, Overview, ReadingRow, SeriesInfo, Stats
+from gateway.storage.sqlite import tiers
+from gateway.storage.sqlite.schema import COLD, HOT, has_hot_table, tags_from_text
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-MAX_SERIES_PER_QUERY = 10_000
-
-
-def parse_duration_ms(text: str) -> int:
-    """``"90s"``, ``"15m"``, ``"2h"``, ``"14d"``, ``"1w"`` → milliseconds."""
-    match = _RELATIVE.match(text)
-    if match is None:
-        raise QueryError(f"bad duration {text!r}: use a number with ms, s, m, h, d or w (e.g. 2h)")
-    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
-
-
-def parse_time_ms(text: str, now_ms: int | None = None) -> int:
-    """A point in time: ``now``, a duration ago (``2h``), ISO 8601, or epoch s/ms → ms."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    text = text.strip()
-    if text == "now":
-        return now_ms
-    if _RELATIVE.match(text):
-        return now_ms - parse_duration_ms(text)
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        return round(number * 1000) if abs(number) < 1e11 else round(number)
-    try:
-        return parse_iso_ms(text)
-    except DecodeError:
-        raise QueryError(
-            f"bad time {text!r}: use ISO 8601, epoch seconds, 'now' or a duration like 2h"
-        ) from None
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingRow:
-    """One stored reading as the read path returns it."""
-
-    sensor_id: str
-    metric: str
-    ts_ms: int
-    value: float
-    unit: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-    series_id: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesInfo:
-    """One series with its summary."""
-
-    series_id: int
-    sensor_id: str
-    metric: str
-    unit: str | None
-    tags: dict[str, str]
-    count: int
-    first_ts_ms: int | None
-    last_ts_ms: int | None
-    last_value: float | None
+MAX_SERIES_PER_QUERY = MAX_SERIES
 
 
 def _series_filter(sensor: str | None, metric: str | None, prefix: str) -> tuple[str, list[object]]:
@@ -111,50 +50,34 @@ def find_series(
     return [(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4])) for r in rows]
 
 
-def readings(
-    conn: sqlite3.Connection,
-    *,
-    sensor: str | None = None,
-    metric: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    limit: int = 1000,
-    after: tuple[int, int] | None = None,
-    descending: bool = False,
-) -> Iterator[ReadingRow]:
-    """Readings ordered by ``(ts, series_id)`` within ``[since, until)``.
-
-    ``limit`` 0 means all rows (streamed). ``after`` is a keyset cursor: the
-    ``(ts_ms, series_id)`` of the last row of the previous page.
-    """
-    if limit < 0:
-        raise QueryError("limit must be >= 0")
-    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
-        raise QueryError("the start of the time range must be before its end")
-    series = find_series(conn, sensor, metric)
+def readings(conn: sqlite3.Connection, query: ReadingsQuery) -> Iterator[ReadingRow]:
+    """Readings ordered by ``(ts, series_id)`` within ``[since, until)`` (see
+    :class:`~gateway.request.ReadingsQuery`); ``limit`` 0 means all rows (streamed)."""
+    series = find_series(conn, query.sensor, query.metric)
     if not series:
         return
     by_id = {s[0]: s for s in series}
     where = [f"series_id IN ({','.join('?' * len(by_id))})"]
     params: list[object] = list(by_id)
-    if since_ms is not None:
+    if query.since_ms is not None:
         where.append("ts >= ?")
-        params.append(since_ms)
-    if until_ms is not None:
+        params.append(query.since_ms)
+    if query.until_ms is not None:
         where.append("ts < ?")
-        params.append(until_ms)
-    if after is not None:
+        params.append(query.until_ms)
+    descending = query.descending
+    if query.after is not None:
         where.append("(ts, series_id) < (?, ?)" if descending else "(ts, series_id) > (?, ?)")
-        params.extend(after)
+        params.extend(query.after)
     order = "DESC" if descending else "ASC"
     sql = (
         "SELECT series_id, ts, value FROM readings WHERE "
         + " AND ".join(where)
         + f" ORDER BY ts {order}, series_id {order}"
     )
-    if limit:
+    if query.limit:
         sql += " LIMIT ?"
-        params.append(limit)
+        params.append(query.limit)
     cursor = conn.execute(sql, params)
     while True:
         chunk = cursor.fetchmany(1000)
@@ -165,16 +88,19 @@ def readings(
             yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
 
 
-def sensors(
-    conn: sqlite3.Connection, sensor: str | None = None, with_counts: bool = True
+def series(
+    conn: sqlite3.Connection,
+    sensor: str | None = None,
+    metric: str | None = None,
+    with_counts: bool = True,
 ) -> Iterator[SeriesInfo]:
-    """Every series with count, first/last timestamp and last value.
+    """Every matching series with count, first/last timestamp and last value.
 
     Counting scans each series' rows; pass ``with_counts=False`` on huge databases.
     """
     cold = _raw_table(conn)
     hot = _hot_summary(conn) if cold != "readings" else {}
-    for series_id, sensor_id, metric, unit, tags in find_series(conn, sensor):
+    for series_id, sensor_id, metric_name, unit, tags in find_series(conn, sensor, metric):
         in_hot = hot.get(series_id)
         last = conn.execute(
             f"SELECT ts, value FROM {cold} WHERE series_id = ? ORDER BY ts DESC LIMIT 1",
@@ -201,7 +127,7 @@ def sensors(
         yield SeriesInfo(
             series_id,
             sensor_id,
-            metric,
+            metric_name,
             unit,
             tags,
             count,
@@ -214,7 +140,7 @@ def sensors(
 def _raw_table(conn: sqlite3.Connection) -> str:
     """Where a series' older readings are found by ``(series_id, ts)``: ``readings_cold``
     (schema 3+, whose newest readings are in ``readings_hot``), else ``readings``."""
-    return "readings_cold" if has_hot_table(conn) else "readings"
+    return COLD if has_hot_table(conn) else "readings"
 
 
 def _hot_summary(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float, int]]:
@@ -222,27 +148,23 @@ def _hot_summary(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float, i
     pass over it (it holds only the last seconds to minutes of data)."""
     out: dict[int, tuple[int, int, float, int]] = {}
     for series_id, first, last, count in conn.execute(
-        "SELECT series_id, min(ts), max(ts), count(*) FROM readings_hot GROUP BY series_id"
+        f"SELECT series_id, min(ts), max(ts), count(*) FROM {HOT} GROUP BY series_id"
     ):
         value = conn.execute(
-            "SELECT value FROM readings_hot WHERE ts = ? AND series_id = ?", (last, series_id)
+            f"SELECT value FROM {HOT} WHERE ts = ? AND series_id = ?", (last, series_id)
         ).fetchone()[0]
         out[series_id] = (first, last, value, count)
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Database totals."""
-
-    readings: int
-    series: int
-    sensors: int
-    dead_letters: int
-    database_bytes: int
-    wal_bytes: int
-    oldest_ts_ms: int | None
-    newest_ts_ms: int | None
+def file_sizes(path: Path) -> tuple[int, int]:
+    """``(database_bytes, wal_bytes)`` of the file at ``path`` (0 when missing)."""
+    path = Path(path)
+    wal = Path(f"{path}-wal")
+    return (
+        path.stat().st_size if path.exists() else 0,
+        wal.stat().st_size if wal.exists() else 0,
+    )
 
 
 def stats(conn: sqlite3.Connection, path: Path) -> Stats:
@@ -253,79 +175,43 @@ def stats(conn: sqlite3.Connection, path: Path) -> Stats:
     ).fetchone()
     dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     oldest, newest = time_bounds(conn)
-    wal = Path(f"{path}-wal")
+    database_bytes, wal_bytes = file_sizes(path)
     return Stats(
         readings_count,
         series_count,
         sensor_count,
         dead,
-        Path(path).stat().st_size if Path(path).exists() else 0,
-        wal.stat().st_size if wal.exists() else 0,
+        database_bytes,
+        wal_bytes,
         oldest,
         newest,
     )
 
 
-AGGREGATES = ("min", "max", "avg", "sum", "count", "last")
+def overview(conn: sqlite3.Connection, path: Path) -> Overview:
+    """Sizes, series and time bounds by index seeks only (every metrics scrape)."""
+    oldest, newest = time_bounds(conn)
+    series_count = int(conn.execute("SELECT count(*) FROM series").fetchone()[0])
+    database_bytes, wal_bytes = file_sizes(path)
+    return Overview(series_count, database_bytes, wal_bytes, oldest, newest)
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """One time bucket of one series."""
-
-    sensor_id: str
-    metric: str
-    start_ms: int
-    values: dict[str, float | int | None]
-    tier: str = "raw"
-    """Which data answered this bucket: ``raw``, ``1m`` or ``1h`` (gateway.storage.tiers)."""
-
-
-def aggregate(
-    conn: sqlite3.Connection,
-    *,
-    sensor: str | None,
-    metric: str | None,
-    since_ms: int,
-    until_ms: int,
-    bucket_ms: int,
-    aggs: Sequence[str] = ("avg",),
-    max_buckets: int = 100_000,
-    tier: str = "auto",
-) -> Iterator[Bucket]:
+def aggregate(conn: sqlite3.Connection, query: AggregateQuery) -> Iterator[Bucket]:
     """Per-series time buckets ``[start, start + bucket)`` with the chosen aggregates.
 
     Each bucket comes from the coarsest rollup tier that answers it exactly, else from
-    raw readings, and says which in :attr:`Bucket.tier`; ``tier`` forces ``raw``, ``1m``
-    or ``1h`` (see :mod:`gateway.storage.tiers`)."""
-    unknown = [a for a in aggs if a not in AGGREGATES]
-    if unknown:
-        raise QueryError(f"unknown aggregate {unknown[0]!r}; choose from {', '.join(AGGREGATES)}")
-    if bucket_ms <= 0:
-        raise QueryError("bucket must be positive")
-    if since_ms >= until_ms:
-        raise QueryError("the start of the time range must be before its end")
-    if (until_ms - since_ms) // bucket_ms > max_buckets:
-        raise QueryError(f"more than {max_buckets} buckets; use a larger bucket or a shorter range")
-    # Buckets align to the epoch (hourly buckets start on the hour, UTC).
-    planner = tiers.Planner(conn, since_ms, until_ms, bucket_ms, tier)
-    for series_id, sensor_id, metric_name, _unit, _tags in find_series(conn, sensor, metric):
+    raw readings, and says which in :attr:`Bucket.tier`; ``query.tier`` forces ``raw``,
+    ``1m`` or ``1h`` (see :mod:`gateway.storage.sqlite.tiers`)."""
+    planner = tiers.Planner(conn, query.since_ms, query.until_ms, query.bucket_ms, query.tier)
+    aggs = query.aggregates
+    for series_id, sensor_id, metric_name, _unit, _tags in find_series(
+        conn, query.sensor, query.metric
+    ):
         segments = planner.segments(series_id)
-        for start, source, values in tiers.aggregate_series(conn, series_id, segments, bucket_ms):
-            yield Bucket(sensor_id, metric_name, start, {a: values[a] for a in aggs}, source)
-
-
-@dataclass(frozen=True, slots=True)
-class Latest:
-    """One series with its newest reading (``None`` when it has none)."""
-
-    series_id: int
-    sensor_id: str
-    metric: str
-    unit: str | None
-    tags: dict[str, str]
-    last_ts_ms: int | None
-    last_value: float | None
+        for start, tier, values in tiers.aggregate_series(
+            conn, series_id, segments, query.bucket_ms
+        ):
+            yield Bucket(sensor_id, metric_name, start, {a: values[a] for a in aggs}, tier)
 
 
 def latest(
@@ -367,7 +253,7 @@ def _hot_latest(conn: sqlite3.Connection, wanted: set[int]) -> dict[int, tuple[i
     reporting interval; series without hot readings cost a walk of the whole (bounded)
     table."""
     found: dict[int, tuple[int, float]] = {}
-    cursor = conn.execute("SELECT series_id, ts, value FROM readings_hot ORDER BY ts DESC")
+    cursor = conn.execute(f"SELECT series_id, ts, value FROM {HOT} ORDER BY ts DESC")
     while len(found) < len(wanted):
         chunk = cursor.fetchmany(4096)
         if not chunk:
@@ -390,8 +276,8 @@ def time_bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
     oldest, newest = (row[0], row[1]) if row else (None, None)
     if cold != "readings":
         # The hot table is keyed by time: both ends are one seek each.
-        first = conn.execute("SELECT ts FROM readings_hot ORDER BY ts LIMIT 1").fetchone()
-        last = conn.execute("SELECT ts FROM readings_hot ORDER BY ts DESC LIMIT 1").fetchone()
+        first = conn.execute(f"SELECT ts FROM {HOT} ORDER BY ts LIMIT 1").fetchone()
+        last = conn.execute(f"SELECT ts FROM {HOT} ORDER BY ts DESC LIMIT 1").fetchone()
         if first is not None:
             oldest = first[0] if oldest is None else min(oldest, first[0])
             newest = last[0] if newest is None else max(newest, last[0])

@@ -1,4 +1,4 @@
-"""Dead-letter tools: list, show, replay and purge rows of ``dead_letters``.
+"""Dead letters in SQLite: list, show (the read side), replay and purge (tools).
 
 These run beside a live gateway: SQLite in WAL mode lets readers work alongside the
 writer, and the short write transactions here (``BEGIN IMMEDIATE``, a busy timeout,
@@ -17,15 +17,20 @@ time, as they would have then.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.errors import QueryError, StorageError
-from gateway.models import Reading
-from gateway.router import Router
-from gateway.sinks.sqlite import BatchWriter, convert_sqlite_error
-from gateway.storage.rollups import LateDataTracker
+from gateway.errors import QueryError
+from gateway.models import Envelope, Reading
+from gateway.storage.base import DeadLetterRow, ReasonGroup, Selection
+from gateway.storage.sqlite.connection import convert_sqlite_error, open_writable
+from gateway.storage.sqlite.rollups import LateDataTracker
+from gateway.storage.sqlite.writer import BatchWriter
+
+Decode = Callable[[str, bytes, int], Envelope]
+"""``(topic, payload, received_at_ms) → Envelope``: how the current config routes a
+message (``Router.route``)."""
 
 REPLAY_CHUNK = 200
 """Dead letters per replay transaction (payloads ≤ 64 KiB each: bounded memory)."""
@@ -37,76 +42,27 @@ PURGE_CHUNK = 5_000
 _COLUMNS = "id, received_at, subscription, topic, payload, payload_size, reason"
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    """One stored dead letter."""
-
-    id: int
-    received_at_ms: int
-    subscription: str
-    topic: str
-    payload: bytes
-    payload_size: int
-    reason: str
-
-    @property
-    def truncated(self) -> bool:
-        """True when only the first ``len(payload)`` of ``payload_size`` bytes were kept."""
-        return self.payload_size > len(self.payload)
-
-
-@dataclass(frozen=True, slots=True)
-class ReasonGroup:
-    """Dead letters sharing one reason."""
-
-    reason: str
-    count: int
-    first_ms: int
-    last_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which dead letters a command acts on; all given conditions must hold.
-
-    ``reason`` matches as a case-insensitive substring; ``since_ms``/``before_ms``
-    bound ``received_at``. ``everything`` selects all rows (with no other condition).
-    """
-
-    ids: tuple[int, ...] = ()
-    reason: str | None = None
-    since_ms: int | None = None
-    before_ms: int | None = None
-    everything: bool = False
-
-    @property
-    def empty(self) -> bool:
-        """True when nothing was asked for (commands refuse to act on that)."""
-        return not (
-            self.ids
-            or self.reason is not None
-            or self.since_ms is not None
-            or self.before_ms is not None
-            or self.everything
-        )
-
-    def where(self) -> tuple[str, list[object]]:
-        """A parameterised SQL condition (never spliced user text) and its parameters."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if self.ids:
-            clauses.append(f"id IN ({','.join('?' * len(self.ids))})")
-            params.extend(self.ids)
-        if self.reason is not None:
-            clauses.append("instr(lower(reason), lower(?)) > 0")
-            params.append(self.reason)
-        if self.since_ms is not None:
-            clauses.append("received_at >= ?")
-            params.append(self.since_ms)
-        if self.before_ms is not None:
-            clauses.append("received_at < ?")
-            params.append(self.before_ms)
-        return (" AND ".join(clauses) or "1"), params
+def selection_where(selection: Selection) -> tuple[str, list[object]]:
+    """A parameterised SQL condition for ``selection`` (never spliced user text) and its
+    parameters."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if selection.ids:
+        clauses.append(f"id IN ({','.join('?' * len(selection.ids))})")
+        params.extend(selection.ids)
+    if selection.reason is not None:
+        clauses.append("instr(lower(reason), lower(?)) > 0")
+        params.append(selection.reason)
+    if selection.since_ms is not None:
+        clauses.append("received_at >= ?")
+        params.append(selection.since_ms)
+    if selection.before_ms is not None:
+        clauses.append("received_at < ?")
+        params.append(selection.before_ms)
+    if selection.payload_contains is not None:
+        clauses.append("instr(payload, ?) > 0")
+        params.append(selection.payload_contains)
+    return (" AND ".join(clauses) or "1"), params
 
 
 @dataclass(slots=True)
@@ -127,25 +83,6 @@ class ReplayResult:
     """Remaining failure reasons with counts."""
 
 
-def open_writable(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
-    """A read-write connection to an existing tidegate database (autocommit mode, so
-    every transaction here is explicit)."""
-    if not Path(path).exists():
-        raise StorageError(f"database not found: {path}")
-    try:
-        conn = sqlite3.connect(
-            Path(path),
-            isolation_level=None,
-            timeout=busy_timeout_ms / 1000,
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        conn.execute("SELECT 1 FROM dead_letters LIMIT 1").fetchall()
-    except sqlite3.Error as exc:
-        raise convert_sqlite_error(exc, f"opening {path}") from None
-    return conn
-
-
 def _row(values: Sequence[object]) -> DeadLetterRow:
     ident, received, sub, topic, payload, size, reason = values
     return DeadLetterRow(
@@ -161,7 +98,7 @@ def _row(values: Sequence[object]) -> DeadLetterRow:
 
 def groups(conn: sqlite3.Connection, selection: Selection = Selection()) -> list[ReasonGroup]:
     """Dead letters grouped by reason, most frequent first."""
-    where, params = selection.where()
+    where, params = selection_where(selection)
     try:
         rows = conn.execute(
             "SELECT reason, count(*), min(received_at), max(received_at) FROM dead_letters"
@@ -177,7 +114,7 @@ def listing(
     conn: sqlite3.Connection, selection: Selection = Selection(), limit: int = 100
 ) -> Iterator[DeadLetterRow]:
     """Dead letters newest first (``limit`` 0 = all), streamed."""
-    where, params = selection.where()
+    where, params = selection_where(selection)
     sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE {where} ORDER BY id DESC"
     if limit > 0:
         sql += " LIMIT ?"
@@ -214,17 +151,17 @@ def _replay_writer() -> BatchWriter:
 
 def replay(
     conn: sqlite3.Connection,
-    router: Router,
+    decode: Decode,
     selection: Selection,
     *,
     dry_run: bool = False,
     chunk: int = REPLAY_CHUNK,
 ) -> ReplayResult:
-    """Re-decode the selected dead letters with ``router`` (see the module docstring)."""
+    """Re-decode the selected dead letters with ``decode`` (see the module docstring)."""
     if selection.empty:
         raise QueryError("select dead letters to replay (--id, --reason, --since or --all)")
     result = ReplayResult()
-    where, params = selection.where()
+    where, params = selection_where(selection)
     sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE id > ? AND ({where}) ORDER BY id LIMIT ?"
     last_id = 0
     writer = _replay_writer()
@@ -245,7 +182,7 @@ def replay(
                     if row.truncated:
                         result.truncated += 1
                         continue
-                    envelope = router.route(row.topic, row.payload, now_ms=row.received_at_ms)
+                    envelope = decode(row.topic, row.payload, row.received_at_ms)
                     if envelope.dead_letter is None:
                         result.decoded += 1
                         readings.extend(envelope.readings)
@@ -283,7 +220,7 @@ def purge(conn: sqlite3.Connection, selection: Selection, chunk: int = PURGE_CHU
     """Delete the selected dead letters in bounded transactions; returns the count."""
     if selection.empty:
         raise QueryError("select dead letters to purge (--older-than, --reason, --id or --all)")
-    where, params = selection.where()
+    where, params = selection_where(selection)
     sql = (
         f"DELETE FROM dead_letters WHERE id IN"
         f" (SELECT id FROM dead_letters WHERE {where} ORDER BY id LIMIT ?)"
@@ -306,24 +243,26 @@ def purge(conn: sqlite3.Connection, selection: Selection, chunk: int = PURGE_CHU
         raise convert_sqlite_error(exc, "purging dead letters") from None
 
 
-def hexdump(data: bytes, width: int = 16) -> str:
-    """``xxd``-style dump: offset, hex bytes, printable ASCII."""
-    lines = []
-    for offset in range(0, len(data), width):
-        chunk = data[offset : offset + width]
-        hexed = " ".join(f"{b:02x}" for b in chunk)
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{offset:08x}  {hexed.ljust(width * 3 - 1)}  {text}")
-    return "\n".join(lines)
-
-
-def payload_text(data: bytes) -> str | None:
-    """The payload as text if it is UTF-8 without control characters (tabs and
-    newlines allowed), else None (show it as hex)."""
+def replay_dead_letters(
+    path: Path,
+    decode: Decode,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    busy_timeout_ms: int = 5000,
+) -> ReplayResult:
+    """:func:`replay` on the database at ``path`` (beside a running gateway)."""
+    conn = open_writable(path, busy_timeout_ms)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if any(not ch.isprintable() and ch not in "\n\r\t" for ch in text):
-        return None
-    return text
+        return replay(conn, decode, selection, dry_run=dry_run)
+    finally:
+        conn.close()
+
+
+def purge_dead_letters(path: Path, selection: Selection, busy_timeout_ms: int = 5000) -> int:
+    """:func:`purge` on the database at ``path`` (beside a running gateway)."""
+    conn = open_writable(path, busy_timeout_ms)
+    try:
+        return purge(conn, selection)
+    finally:
+        conn.close()

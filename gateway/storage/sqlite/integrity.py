@@ -22,8 +22,8 @@ import sqlite3
 from pathlib import Path
 
 from gateway.errors import StorageCorrupt, StorageError
-from gateway.sinks.sqlite import convert_sqlite_error
-from gateway.storage.guard import disk_free
+from gateway.storage.sqlite.connection import convert_sqlite_error
+from gateway.storage.sqlite.guard import disk_free
 
 log = logging.getLogger(__name__)
 

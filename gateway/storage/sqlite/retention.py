@@ -18,8 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from gateway.sinks.sqlite import COLD
-from gateway.storage.rollups import (
+from gateway.storage.sqlite.rollups import (
     HOUR_MS,
     MINUTE_MS,
     PURGED_BEFORE,
@@ -30,6 +29,7 @@ from gateway.storage.rollups import (
     get_state,
     set_state,
 )
+from gateway.storage.sqlite.schema import COLD
 
 TABLES: dict[str, tuple[str, str]] = {
     "raw": (COLD, "ts"),  # raw cutoffs stay below the ceiling: all of it is cold
@@ -181,7 +181,7 @@ def incremental_vacuum(conn: sqlite3.Connection, max_pages: int, budget_s: float
     in one transaction; returns how many.
 
     Does nothing unless the database uses ``auto_vacuum = INCREMENTAL`` (see
-    :func:`gateway.storage.integrity.ensure_incremental_vacuum` for old databases).
+    :func:`gateway.storage.sqlite.integrity.ensure_incremental_vacuum` for old databases).
     """
     before = page_stats(conn)
     if before.auto_vacuum != 2 or before.freelist_count == 0:

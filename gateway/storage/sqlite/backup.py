@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.sinks.schema import SCHEMA_VERSION
-from gateway.sinks.sqlite import convert_sqlite_error
-from gateway.storage.integrity import SIDE_FILES, fsync_dir, move_aside
-from gateway.storage.lock import DatabaseLock, holder
+from gateway.storage.sqlite.connection import convert_sqlite_error
+from gateway.storage.sqlite.integrity import SIDE_FILES, fsync_dir, move_aside
+from gateway.storage.sqlite.lock import DatabaseLock, holder
+from gateway.storage.sqlite.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from gateway.errors import QueryError
-from gateway.storage.rollups import TIERS, WATERMARK, get_state
-
-TIER_CHOICES = ("auto", "raw", "1m", "1h")
+from gateway import request
+from gateway.storage.sqlite.rollups import TIERS, WATERMARK, get_state
 
 Values = dict[str, float | int | None]
 
@@ -93,8 +91,7 @@ class Planner:
         bucket_ms: int,
         tier: str = "auto",
     ) -> None:
-        if tier not in TIER_CHOICES:
-            raise QueryError(f"unknown tier {tier!r}; choose from {', '.join(TIER_CHOICES)}")
+        request.tier(tier)
         self.since_ms, self.until_ms, self.bucket_ms = since_ms, until_ms, bucket_ms
         self.allowed: tuple[str, ...] = (
             () if tier == "raw" else tuple(t.name for t in TIERS) if tier == "auto" else (tier,)

@@ -27,7 +27,7 @@ raises ``cold_ceiling`` to ``upto``. Invariants, at every commit:
 
 Hot rows older than the ceiling are normal while a round is under way (series not
 reached yet) and after late arrivals; the next round takes them. The rollups read only
-the cold table and stop at the oldest hot reading (:mod:`gateway.storage.rollups`), so
+the cold table and stop at the oldest hot reading (:mod:`gateway.storage.sqlite.rollups`), so
 they wait for a round to finish.
 
 "Older than the lag" is measured against the wall clock: readings stamped in the future
@@ -42,7 +42,7 @@ import math
 import sqlite3
 from dataclasses import dataclass
 
-from gateway.sinks.sqlite import CEILING_KEY, COLD, HOT, cold_ceiling
+from gateway.storage.sqlite.schema import CEILING_KEY, COLD, HOT, cold_ceiling
 
 LAG_MS = 30_000
 """Readings younger than this stay hot: stragglers and redeliveries of the last half

@@ -1,6 +1,6 @@
 """Measurements behind ``docs/storage.md`` and decision notes 0070–0079.
 
-``python -m gateway.storage.measure [rollups|stall|wear|all] [--dir DIR]``
+``python -m bench.maintenance [rollups|stall|wear|all] [--dir DIR]``
 
 * ``rollups``: ingest throughput of the batch writer with no rollups, with the
   background design's hot-path hook (late-data tracking), and with rollups maintained
@@ -30,11 +30,13 @@ from pathlib import Path
 from gateway.config import RetentionConfig, StorageConfig
 from gateway.metrics import Metrics
 from gateway.models import Reading
-from gateway.sinks.sqlite import BatchWriter, SqliteSink, apply_pragmas, prepare_database
-from gateway.storage import compaction, wear
-from gateway.storage.guard import Guard
-from gateway.storage.maintenance import Maintenance
-from gateway.storage.rollups import HOUR_MS, LateDataTracker, RollupJob
+from gateway.storage.sqlite import compaction, wear
+from gateway.storage.sqlite.connection import apply_pragmas
+from gateway.storage.sqlite.guard import Guard
+from gateway.storage.sqlite.maintenance import Maintenance
+from gateway.storage.sqlite.rollups import HOUR_MS, LateDataTracker, RollupJob
+from gateway.storage.sqlite.schema import prepare_database
+from gateway.storage.sqlite.writer import BatchWriter, SqliteSink
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
 
@@ -264,7 +266,7 @@ def measure_wear(workdir: Path, sensors: int = 1000, seconds: int = 300) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.storage.measure")
+    parser = argparse.ArgumentParser(prog="python -m bench.maintenance")
     parser.add_argument(
         "what", nargs="?", default="all", choices=("rollups", "stall", "wear", "all")
     )

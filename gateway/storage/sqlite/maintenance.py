@@ -25,16 +25,17 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-from gateway.config import Settings, StorageConfig
+from gateway.config import StorageConfig
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
-from gateway.sinks._aiosqlite_adapter import run_on_connection
-from gateway.sinks.sqlite import SqliteSink, convert_sqlite_error
-from gateway.storage import compaction, wear
-from gateway.storage.guard import RELIEF, Guard, Usage, emergency_cutoff, wal_size
-from gateway.storage.retention import (
+from gateway.parsing import parse_retention_ms
+from gateway.storage.sqlite import compaction, wear
+from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
+from gateway.storage.sqlite.connection import convert_sqlite_error
+from gateway.storage.sqlite.guard import RELIEF, Guard, Usage, emergency_cutoff, wal_size
+from gateway.storage.sqlite.retention import (
     TABLES,
     Purger,
     Retention,
@@ -42,7 +43,7 @@ from gateway.storage.retention import (
     page_stats,
     retention_cutoffs,
 )
-from gateway.storage.rollups import (
+from gateway.storage.sqlite.rollups import (
     TIER_1M,
     TIERS,
     WATERMARK,
@@ -51,10 +52,7 @@ from gateway.storage.rollups import (
     get_state,
     set_state,
 )
-from gateway.storage.units import parse_retention_ms
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway, Service
+from gateway.storage.sqlite.writer import SqliteSink
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +225,7 @@ class Maintenance:
         return usage
 
     async def enforce_limits(self) -> None:
-        """The size cap and free-disk floor (see :mod:`gateway.storage.guard`)."""
+        """The size cap and free-disk floor (see :mod:`gateway.storage.sqlite.guard`)."""
         guard = self.guard
         usage = await self.measure()
         if not guard.enabled:
@@ -332,7 +330,7 @@ class Maintenance:
 
     async def compact(self) -> int:
         """Move hot readings into the per-series table while a round is due or under
-        way (:mod:`gateway.storage.compaction`), one short step at a time; returns rows
+        way (:mod:`gateway.storage.sqlite.compaction`), one short step at a time; returns rows
         moved."""
         total = 0
         deadline = time.monotonic() + self.round_s
@@ -400,20 +398,3 @@ def _next_space_cut(conn: sqlite3.Connection) -> tuple[str, int | None]:
     if cutoff is not None:
         return "raw", cutoff
     return TIER_1M.name, emergency_cutoff(conn, TIER_1M.name)
-
-
-def maintenance_service(settings: Settings, clock: Clock = wall_clock_ms) -> Service:
-    """The :data:`gateway.app.Service` for ``default_services``."""
-
-    async def run(gateway: Gateway) -> None:
-        lifecycle = gateway.lifecycle
-        await Maintenance(
-            gateway.sink,
-            settings.storage,
-            gateway.metrics,
-            lifecycle.guard,
-            lifecycle.tracker,
-            clock,
-        ).run()
-
-    return run

@@ -14,20 +14,20 @@ How it stays exact:
   1-minute rows for hours) with ``INSERT OR REPLACE`` — idempotent, so a step cut short
   by a crash is simply redone.
 * **Late data**: :class:`LateDataTracker` is installed as
-  :attr:`gateway.sinks.sqlite.BatchWriter.after_insert`; inside the batch's own
+  :attr:`gateway.storage.sqlite.writer.BatchWriter.after_insert`; inside the batch's own
   transaction it records the 1-minute bucket of every reading older than the
   watermark in ``rollup_dirty`` (a few rows, only when data is late). The job
   recomputes those buckets from raw readings, and the hours holding them from minutes,
   so a late reading changes min/max/sum/count, and ``last`` only if it is newer.
   A redelivered duplicate also marks its bucket; recomputing is idempotent.
 * Raw readings are purged only below the 1-minute watermark and minutes only below the
-  hour watermark (:mod:`gateway.storage.retention`), so nothing is purged before it is
+  hour watermark (:mod:`gateway.storage.sqlite.retention`), so nothing is purged before it is
   rolled up. A late reading for a bucket whose raw data is already purged (older than
   ``storage.retention.raw``) cannot be merged exactly and is left out of the rollups
   (counted as ``rollup_too_late``); the raw purge removes it later.
 
 All functions take the writer's plain ``sqlite3.Connection`` in autocommit mode and
-run on its thread (see :func:`gateway.sinks._aiosqlite_adapter.run_on_connection`).
+run on its thread (see :func:`gateway.storage.sqlite._aiosqlite_adapter.run_on_connection`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.sinks.sqlite import COLD, HOT
-from gateway.storage.compaction import compact_below
+from gateway.storage.sqlite.compaction import compact_below
+from gateway.storage.sqlite.schema import COLD, HOT
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class RollupJob:
     def _start_minutes(self, conn: sqlite3.Connection, now_ms: int) -> _Window | None:
         key = WATERMARK[TIER_1M.name]
         # Rollups read only the per-series table: never past the oldest hot reading
-        # (gateway.storage.compaction); everything below it is cold.
+        # (gateway.storage.sqlite.compaction); everything below it is cold.
         target = floor_to(min(now_ms - self.grace_ms, hot_floor(conn)), MINUTE_MS)
         watermark = get_state(conn, key)
         if watermark is None:

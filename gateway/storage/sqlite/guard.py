@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StorageFull
-from gateway.sinks.sqlite import COLD
-from gateway.storage.retention import PageStats, page_stats
-from gateway.storage.rollups import (
+from gateway.parsing import format_size
+from gateway.storage.sqlite.retention import PageStats, page_stats
+from gateway.storage.sqlite.rollups import (
     HOUR_MS,
     MINUTE_MS,
     TIER_1H,
@@ -45,7 +45,7 @@ from gateway.storage.rollups import (
     get_state,
     oldest_ts,
 )
-from gateway.storage.units import format_size
+from gateway.storage.sqlite.schema import COLD
 
 log = logging.getLogger(__name__)
 

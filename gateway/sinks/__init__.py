@@ -1,1 +1,0 @@
-"""Sinks: where committed readings go. See :class:`gateway.sinks.base.Sink`."""

@@ -1,0 +1,280 @@
+"""The two interfaces between tidegate and a storage backend, and the data they carry.
+
+**Write side** (:class:`WriteStore`) — what the pipeline needs. ``write_batch`` commits
+one batch's readings and dead letters in one durable transaction: all become durable
+together, or none do (then it raises :class:`~gateway.errors.StorageError` and the
+pipeline retries the same batch). Writes are idempotent: a reading whose
+``(series, ts)`` is already stored is ignored and counted as a duplicate, so a
+redelivered MQTT message never creates a second row. ``maintain`` is the backend's
+background upkeep (compaction, rollups, retention…), which the application runs as a
+service beside the pipeline; a backend that needs none returns at once.
+
+**Read side** (:class:`ReadStore`) — what the CLI, the HTTP API and
+``tidegate-sim verify`` need: series and their latest values, pages and streams of
+readings with keyset cursors, aggregates by tier (each bucket says which tier answered
+it), totals, dead letters. Requests are the checked values of :mod:`gateway.request`;
+a bad one raises :class:`~gateway.errors.QueryError`, a failing database
+:class:`~gateway.errors.StorageError`. Every call sees one consistent state of the
+store; :meth:`ReadStore.snapshot` keeps one state across many calls (``verify`` reads
+a live, compacting gateway through it).
+
+Both sides are asynchronous: the gateway and its API run on one event loop, which a
+query must never block (the SQLite backend runs its statements on worker threads with
+a per-query deadline; a PostgreSQL backend awaits its driver), and the CLI simply runs
+one loop per command. Nothing here names a table or a connection type; backends live
+in subpackages (:mod:`gateway.storage.sqlite`), the fake for unit tests in
+:mod:`gateway.storage.memory`, and ``tests/unit/storage/test_contract.py`` holds every
+backend to the same behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.models import DeadLetter, Reading
+from gateway.request import AggregateQuery, ReadingsQuery
+
+# --- write side -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one committed batch did."""
+
+    stored: int
+    duplicates: int
+    dead_letters: int
+
+
+class WriteStore(Protocol):
+    """Durable storage for readings and dead letters (one writer per store)."""
+
+    async def open(self) -> None:
+        """Create or migrate the store and make it ready for writes."""
+
+    async def write_batch(
+        self, readings: Sequence[Reading], dead_letters: Sequence[DeadLetter]
+    ) -> WriteResult:
+        """Commit ``readings`` and ``dead_letters`` in one durable transaction."""
+
+    async def maintain(self) -> None:
+        """Background upkeep until cancelled (returns at once if there is none)."""
+
+    async def close(self) -> None:
+        """Flush and release everything; safe to call twice."""
+
+
+# --- read side: what comes back --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    """One stored reading. ``series_id`` with ``ts_ms`` is the keyset cursor."""
+
+    sensor_id: str
+    metric: str
+    ts_ms: int
+    value: float
+    unit: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    series_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """One series with its summary (``count`` is -1 when not counted)."""
+
+    series_id: int
+    sensor_id: str
+    metric: str
+    unit: str | None
+    tags: dict[str, str]
+    count: int
+    first_ts_ms: int | None
+    last_ts_ms: int | None
+    last_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """One series with its newest reading (``None`` when it has none)."""
+
+    series_id: int
+    sensor_id: str
+    metric: str
+    unit: str | None
+    tags: dict[str, str]
+    last_ts_ms: int | None
+    last_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One time bucket of one series."""
+
+    sensor_id: str
+    metric: str
+    start_ms: int
+    values: dict[str, float | int | None]
+    tier: str = "raw"
+    """Which data answered this bucket: ``raw``, ``1m`` or ``1h``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Cheap figures (no counting): what a metrics scrape reads."""
+
+    series: int
+    database_bytes: int
+    wal_bytes: int
+    oldest_ts_ms: int | None
+    newest_ts_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Totals (counting rows: cache them)."""
+
+    readings: int
+    series: int
+    sensors: int
+    dead_letters: int
+    database_bytes: int
+    wal_bytes: int
+    oldest_ts_ms: int | None
+    newest_ts_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageDetails:
+    """Backend-specific state for ``tidegate stats``: plain data for JSON, and the
+    same as ``(label, text)`` lines for people."""
+
+    data: dict[str, Any]
+    lines: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """One stored dead letter."""
+
+    id: int
+    received_at_ms: int
+    subscription: str
+    topic: str
+    payload: bytes
+    payload_size: int
+    reason: str
+
+    @property
+    def truncated(self) -> bool:
+        """True when only the first ``len(payload)`` of ``payload_size`` bytes were kept."""
+        return self.payload_size > len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonGroup:
+    """Dead letters sharing one reason."""
+
+    reason: str
+    count: int
+    first_ms: int
+    last_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which dead letters a request is about; all given conditions must hold.
+
+    ``reason`` matches as a case-insensitive substring, ``payload_contains`` as a byte
+    substring; ``since_ms``/``before_ms`` bound the receive time. ``everything``
+    selects all rows (with no other condition).
+    """
+
+    ids: tuple[int, ...] = ()
+    reason: str | None = None
+    since_ms: int | None = None
+    before_ms: int | None = None
+    payload_contains: bytes | None = None
+    everything: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing was asked for (changing commands refuse to act on that)."""
+        return not (
+            self.ids
+            or self.reason is not None
+            or self.since_ms is not None
+            or self.before_ms is not None
+            or self.payload_contains is not None
+            or self.everything
+        )
+
+
+# --- read side: the interface ----------------------------------------------------------
+
+
+class Reads(Protocol):
+    """The queries. Lists are bounded by the request; streams yield chunks of rows and
+    hold the store's resources until exhausted or closed (``aclose``)."""
+
+    async def series(
+        self, sensor: str | None = None, metric: str | None = None, *, counts: bool = True
+    ) -> list[SeriesInfo]:
+        """Every matching series with first/last reading (and its row count unless
+        ``counts`` is false: counting reads every row), ordered by sensor, metric, id."""
+
+    async def latest(self, sensor: str | None = None, metric: str | None = None) -> list[Latest]:
+        """The newest reading of every matching series, ordered by sensor, metric, id."""
+
+    async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
+        """One page: at most ``query.limit`` rows (ask one more to know whether a next
+        page exists)."""
+
+    def stream_readings(
+        self, query: ReadingsQuery, chunk: int = 1000
+    ) -> AsyncIterator[list[ReadingRow]]:
+        """All rows of ``query`` (``limit`` 0: no limit) in chunks, for exports."""
+
+    async def aggregate(self, query: AggregateQuery) -> list[Bucket]:
+        """Buckets in series order then time (at most ``query.limit`` if set)."""
+
+    def stream_aggregate(
+        self, query: AggregateQuery, chunk: int = 1000
+    ) -> AsyncIterator[list[Bucket]]:
+        """The buckets of ``query`` in chunks, for exports."""
+
+    async def overview(self) -> Overview:
+        """Sizes, series and time bounds, without counting rows."""
+
+    async def stats(self) -> Stats:
+        """Totals (counts every row: slow on big stores)."""
+
+    async def details(self) -> StorageDetails:
+        """Backend-specific state (tiers, vacuum, wear, …) for ``tidegate stats``."""
+
+    async def dead_letter_groups(self, selection: Selection = Selection()) -> list[ReasonGroup]:
+        """Selected dead letters grouped by reason, most frequent first."""
+
+    def stream_dead_letters(
+        self, selection: Selection = Selection(), limit: int = 100, chunk: int = 200
+    ) -> AsyncIterator[list[DeadLetterRow]]:
+        """Selected dead letters, newest first (``limit`` 0: all), in chunks."""
+
+    async def dead_letter(self, ident: int) -> DeadLetterRow:
+        """One dead letter; :class:`~gateway.errors.QueryError` if there is none."""
+
+
+class ReadStore(Reads, Protocol):
+    """Read access to a store (any number of readers beside its writer)."""
+
+    def snapshot(self) -> AbstractAsyncContextManager[Reads]:
+        """``async with store.snapshot() as snap:`` — every read through ``snap`` sees
+        the same committed state, whatever the writer and its maintenance do meanwhile
+        (for tools that compare many reads, such as ``tidegate-sim verify``)."""
+
+    async def close(self) -> None:
+        """Release connections and threads; safe to call twice."""

@@ -1,0 +1,138 @@
+"""The SQLite read side: :class:`gateway.storage.base.ReadStore` over one database file.
+
+The SQL lives in :mod:`.queries` and :mod:`.deadletters` (plain functions over a
+connection); this module runs it on the worker threads of a :class:`.readpool.ReadPool`,
+each call in one read transaction and under the pool's deadline, and a
+:meth:`SqliteReader.snapshot` on one connection in one transaction throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from gateway.request import AggregateQuery, ReadingsQuery
+from gateway.storage.base import (
+    Bucket,
+    DeadLetterRow,
+    Latest,
+    Overview,
+    ReadingRow,
+    Reads,
+    ReasonGroup,
+    Selection,
+    SeriesInfo,
+    Stats,
+    StorageDetails,
+)
+from gateway.storage.sqlite import deadletters, queries
+from gateway.storage.sqlite.readpool import ReadPool
+from gateway.storage.sqlite.report import report_lines, storage_report
+
+T = TypeVar("T")
+
+
+class _Runner(Protocol):
+    """Where statements run: the pool (a transaction per call) or a session."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def stream(
+        self, make: Callable[[sqlite3.Connection], Iterator[T]], chunk: int = 1000
+    ) -> AsyncIterator[list[T]]: ...
+
+
+class _Reads:
+    """The queries of :class:`~gateway.storage.base.Reads`, on a runner."""
+
+    def __init__(self, path: Path, runner: _Runner) -> None:
+        self.path = path
+        self._runner = runner
+
+    async def series(
+        self, sensor: str | None = None, metric: str | None = None, *, counts: bool = True
+    ) -> list[SeriesInfo]:
+        def run(conn: sqlite3.Connection) -> list[SeriesInfo]:
+            return list(queries.series(conn, sensor, metric, counts))
+
+        return await self._runner.run(run)
+
+    async def latest(self, sensor: str | None = None, metric: str | None = None) -> list[Latest]:
+        return await self._runner.run(queries.latest, sensor, metric)
+
+    async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
+        def run(conn: sqlite3.Connection) -> list[ReadingRow]:
+            rows = queries.readings(conn, query)
+            return list(itertools.islice(rows, query.limit) if query.limit else rows)
+
+        return await self._runner.run(run)
+
+    def stream_readings(
+        self, query: ReadingsQuery, chunk: int = 1000
+    ) -> AsyncIterator[list[ReadingRow]]:
+        return self._runner.stream(lambda conn: queries.readings(conn, query), chunk)
+
+    async def aggregate(self, query: AggregateQuery) -> list[Bucket]:
+        def run(conn: sqlite3.Connection) -> list[Bucket]:
+            buckets = queries.aggregate(conn, query)
+            return list(itertools.islice(buckets, query.limit) if query.limit else buckets)
+
+        return await self._runner.run(run)
+
+    def stream_aggregate(
+        self, query: AggregateQuery, chunk: int = 1000
+    ) -> AsyncIterator[list[Bucket]]:
+        def make(conn: sqlite3.Connection) -> Iterator[Bucket]:
+            buckets = queries.aggregate(conn, query)
+            return itertools.islice(buckets, query.limit) if query.limit else buckets
+
+        return self._runner.stream(make, chunk)
+
+    async def overview(self) -> Overview:
+        return await self._runner.run(queries.overview, self.path)
+
+    async def stats(self) -> Stats:
+        return await self._runner.run(queries.stats, self.path)
+
+    async def details(self) -> StorageDetails:
+        def run(conn: sqlite3.Connection) -> StorageDetails:
+            data = storage_report(conn, self.path)
+            return StorageDetails(data, report_lines(data))
+
+        return await self._runner.run(run)
+
+    async def dead_letter_groups(self, selection: Selection = Selection()) -> list[ReasonGroup]:
+        return await self._runner.run(deadletters.groups, selection)
+
+    def stream_dead_letters(
+        self, selection: Selection = Selection(), limit: int = 100, chunk: int = 200
+    ) -> AsyncIterator[list[DeadLetterRow]]:
+        return self._runner.stream(lambda conn: deadletters.listing(conn, selection, limit), chunk)
+
+    async def dead_letter(self, ident: int) -> DeadLetterRow:
+        return await self._runner.run(deadletters.get, ident)
+
+
+class SqliteReader(_Reads):
+    """Readers of the database at ``path``: ``threads`` worker threads, each query
+    interrupted after ``timeout_s`` (``None``: no deadline, for tools)."""
+
+    def __init__(self, path: Path, threads: int = 2, timeout_s: float | None = 10.0) -> None:
+        self._pool = ReadPool(Path(path), threads, timeout_s)
+        super().__init__(Path(path), self._pool)
+
+    def snapshot(self) -> AbstractAsyncContextManager[Reads]:
+        return self._snapshot()
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[Reads]:
+        async with self._pool.session() as session:
+            yield _Reads(self.path, session)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.close)
