@@ -46,6 +46,13 @@ class TidegateOptions:
     batch_size: int | None = None
     queue_size: int | None = None
     extra_pipeline: dict[str, Any] = field(default_factory=dict)
+    extra_storage: dict[str, Any] = field(default_factory=dict)
+
+
+WEAK = "NORMAL (old default)"
+"""Label suffix of the runs with ``storage.synchronous`` at the previous default (SQLite's
+``NORMAL``: no fsync per commit), measured beside the durable default in the same run."""
+WEAK_OPTIONS = TidegateOptions(extra_storage={"synchronous": "NORMAL_LOSES_ACKS_ON_POWER_CUT"})
 
 
 @dataclass
@@ -125,7 +132,7 @@ def tidegate_settings(
             }
         ],
         "pipeline": pipeline,
-        "storage": {"path": str(db)},
+        "storage": {"path": str(db), **options.extra_storage},
         "api": {"enabled": False},
         "log": {"level": "WARNING"},
     }

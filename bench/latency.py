@@ -106,16 +106,18 @@ def measure_latency(
     publisher: str = "own",
     sensors: int = SENSORS,
     timeout: float = 120,
+    options: TidegateOptions | None = None,
 ) -> LatencyResult:
     """Run tidegate at ``rate`` messages/s for ``duration`` seconds from ``sensors``
-    sensors; ``publisher`` is ``own`` or ``sim`` (see the module docstring)."""
+    sensors; ``publisher`` is ``own`` or ``sim`` (see the module docstring); ``options``
+    change tidegate's config (None: its defaults)."""
     rundir = workdir / f"latency-{os.getpid()}-{int(time.monotonic() * 1000)}"
     rundir.mkdir(parents=True)
     db = rundir / "data.db"
     run_id = f"{os.getpid()}x{int(time.monotonic() * 1000)}"
     prefix = f"bench/lat{run_id}"
     settings = tidegate_settings(
-        broker, LATENCY_SCENARIO, prefix, f"lat-{run_id}", db, TidegateOptions()
+        broker, LATENCY_SCENARIO, prefix, f"lat-{run_id}", db, options or TidegateOptions()
     )
     cmd = [sys.executable, "-m", "bench.tidegate_sub", "--settings", json.dumps(settings)]
     cmd.append("latency")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.drain import WEAK
+
 MB = 1024 * 1024
 
 
@@ -196,6 +198,17 @@ def targets(data: dict[str, Any]) -> list[dict[str, str]]:
     if tg and mos:
         r = tg["msgs_per_s"] / mos["msgs_per_s"]
         add("1-reading drain vs mosquitto_sub", "report", f"{r:.2f}×", None)
+    for scenario, target in (("json-1", 0.85), ("json-100", None)):
+        durable = _find(data, "tuned", scenario, "tidegate")
+        weak = _find(data, "tuned", scenario, f"tidegate {WEAK}")
+        if durable and weak:
+            r = durable["readings_per_s"] / weak["readings_per_s"]
+            add(
+                f"{scenario} drain, durable default (FULL) vs {WEAK}",
+                f"≥ {target:.2f}×" if target else "report",
+                f"{r:.2f}×",
+                r >= target if target else None,
+            )
     batch = _find(data, "tuned", "json-100", "tidegate")
     if batch:
         rate = batch["readings_per_s"]
@@ -210,7 +223,9 @@ def targets(data: dict[str, Any]) -> list[dict[str, str]]:
         if not lat["ok"]:
             continue
         p99 = f"{lat['p99_ms']:.1f} ms"
-        if lat["name"].startswith("half"):
+        if WEAK in lat["name"]:
+            add(f"p99 publish→commit at half the max drain rate, {WEAK}", "report", p99, None)
+        elif lat["name"].startswith("half"):
             add(
                 "p99 publish→commit at half the max drain rate",
                 "≤ 100 ms",

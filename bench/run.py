@@ -25,7 +25,15 @@ from typing import Any
 
 from bench import machine, querydb, report
 from bench.broker import BenchBroker
-from bench.drain import MOSQUITTO_SUB, SUBSCRIBERS, RunResult, TidegateOptions, drain_once
+from bench.drain import (
+    MOSQUITTO_SUB,
+    SUBSCRIBERS,
+    WEAK,
+    WEAK_OPTIONS,
+    RunResult,
+    TidegateOptions,
+    drain_once,
+)
 from bench.latency import measure_latency, simulator_available
 from bench.plan import PLANS, Plan
 from bench.storage import bare_executemany, scenario_rows
@@ -127,7 +135,11 @@ def run(plan: Plan, parts: set[str], scenarios: set[str] | None, out_json: Path)
                 ]
                 for scenario in _scenarios(scenarios):
                     bare: list[tuple[float, float]] | None = [] if "storage" in parts else None
-                    results = _drains(broker, scenario, variants, plan, workdir, bare)
+                    # The durable default beside the previous one (no fsync per commit),
+                    # interleaved in the same run (decision 0080).
+                    weak = [(f"tidegate {WEAK}", "tidegate", WEAK_OPTIONS)]
+                    both = variants + (weak if scenario in (ONE, BATCH_JSON) else [])
+                    results = _drains(broker, scenario, both, plan, workdir, bare)
                     for runs in results.values():
                         data["drains"].append(summarize(runs))
                     if bare:
@@ -187,14 +199,16 @@ def _latency(plan: Plan, tidegate_max: float, workdir: Path) -> list[dict[str, A
     (tidegate-sim), each for ``plan.latency_s``."""
     out = []
     top = tidegate_max if tidegate_max else 10_000.0
-    runs = [
-        ("half of max drain rate", min(plan.latency_rate_cap, top / 2), "own", 1000),
-        ("quarter of max drain rate", min(plan.latency_rate_cap, top / 4), "own", 1000),
+    half = min(plan.latency_rate_cap, top / 2)
+    runs: list[tuple[str, float, str, int, TidegateOptions | None]] = [
+        ("half of max drain rate", half, "own", 1000, None),
+        (f"half of max drain rate, {WEAK}", half, "own", 1000, WEAK_OPTIONS),
+        ("quarter of max drain rate", min(plan.latency_rate_cap, top / 4), "own", 1000, None),
     ]
     if simulator_available():
         fleet = plan.fleet_sensors
-        runs.append((f"{fleet:,} sensors at 1 Hz (tidegate-sim)", float(fleet), "sim", fleet))
-    for name, rate, publisher, sensors in runs:
+        runs.append((f"{fleet:,} sensors at 1 Hz (tidegate-sim)", float(fleet), "sim", fleet, None))
+    for name, rate, publisher, sensors, options in runs:
         with BenchBroker(workdir / f"broker-latency-{len(out)}", "tuned") as broker:
             _log(f"latency: {name}: {rate:,.0f} msg/s for {plan.latency_s:.0f} s")
             lat = measure_latency(
@@ -205,6 +219,7 @@ def _latency(plan: Plan, tidegate_max: float, workdir: Path) -> list[dict[str, A
                 name=name,
                 publisher=publisher,
                 sensors=sensors,
+                options=options,
             )
             _log(
                 f"latency: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms,"

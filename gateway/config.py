@@ -201,11 +201,21 @@ class RetentionConfig(_Section):
         return value
 
 
+WEAK_SYNCHRONOUS_NAME = "NORMAL_LOSES_ACKS_ON_POWER_CUT"
+"""``storage.synchronous`` for SQLite's ``NORMAL``: commits are not fsynced, so a power
+cut loses readings that were already acknowledged (the broker will not resend them)."""
+WEAK_SYNCHRONOUS = frozenset({"NORMAL", "OFF"})
+"""SQLite's own names for modes that lose acknowledged readings: refused by name."""
+
+
 class StorageConfig(_Section):
     """``[storage]``: the SQLite database and its lifecycle (``docs/storage.md``)."""
 
     path: Path = Path("tidegate.db")
-    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    synchronous: Literal["FULL", "EXTRA", "NORMAL_LOSES_ACKS_ON_POWER_CUT"] = "FULL"
+    """How each commit reaches the disk (``docs/decisions/0080``). ``FULL`` (default): the
+    WAL is fsynced before the batch's PUBACKs go out. The weak mode's name says what it
+    costs: acknowledged readings since the last checkpoint are gone after a power cut."""
     busy_timeout_ms: int = Field(5000, ge=0)
     dead_letter_max_payload: int = Field(64 * 1024, ge=0)
     dead_letter_max_rows: int = Field(100_000, ge=1)
@@ -226,6 +236,21 @@ class StorageConfig(_Section):
     def _size_parses(cls, value: str) -> str:
         parse_size(value)
         return value
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _honest_synchronous(cls, value: object) -> object:
+        if isinstance(value, str) and value.upper() in WEAK_SYNCHRONOUS:
+            raise ValueError(
+                f"{value} loses acknowledged readings on a power cut; write"
+                f' "{WEAK_SYNCHRONOUS_NAME}" to accept that, or use "FULL" (the default)'
+            )
+        return value
+
+    @property
+    def sqlite_synchronous(self) -> str:
+        """The value for SQLite's ``PRAGMA synchronous``."""
+        return "NORMAL" if self.synchronous == WEAK_SYNCHRONOUS_NAME else self.synchronous
 
 
 class ValidationConfig(_Section):

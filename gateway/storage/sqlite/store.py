@@ -37,7 +37,7 @@ def build_sink(config: StorageConfig) -> SqliteSink:
     """The batch writer described by ``[storage]``."""
     return SqliteSink(
         config.path,
-        synchronous=config.synchronous,
+        synchronous=config.sqlite_synchronous,
         busy_timeout_ms=config.busy_timeout_ms,
         dead_letter_max_payload=config.dead_letter_max_payload,
         dead_letter_max_rows=config.dead_letter_max_rows,

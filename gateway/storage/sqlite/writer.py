@@ -259,7 +259,7 @@ class SqliteSink:
         self,
         path: Path,
         *,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         dead_letter_max_payload: int = 64 * 1024,
         dead_letter_max_rows: int = 100_000,
