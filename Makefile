@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
-.PHONY: help venv mosquitto chromium lint format typecheck test unit demo bench bench-quick clean
+.PHONY: help venv mosquitto chromium fuse lint format typecheck test unit demo bench bench-quick clean
 
 help:
 	@echo "make demo   - broker + simulator + gateway + a query, end to end"
@@ -25,6 +25,9 @@ mosquitto:
 chromium:
 	@scripts/ensure-chromium.sh
 
+fuse:
+	@scripts/ensure-fuse.sh
+
 lint: venv
 	$(BIN)/ruff check $(PY_PATHS)
 	$(BIN)/ruff format --check $(PY_PATHS)
@@ -36,7 +39,7 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv mosquitto chromium lint typecheck
+test: venv mosquitto chromium fuse lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
