@@ -20,6 +20,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.receive_time import ReceiveClock
 from gateway.router import Router
 from gateway.sources.mqtt import MqttSource
 from gateway.storage.backends import write_store
@@ -51,12 +52,16 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         # The write side of the database (docs/storage.md), with its lifecycle.
-        self.store = write_store(settings.storage, self.metrics)
+        # Receive times for readings without a timestamp: the store keeps its floor
+        # across restarts (docs/decisions/0082).
+        self.receive_clock = ReceiveClock()
+        self.store = write_store(settings.storage, self.metrics, self.receive_clock)
         self.pipeline = Pipeline(self.store, settings.pipeline, self.metrics)
         self.router = Router(
             settings.subscriptions,
             settings.validation.limits(),
             settings.pipeline.max_payload_bytes,
+            self.receive_clock,
         )
         self.source = MqttSource(
             settings.mqtt,

@@ -10,14 +10,18 @@ from pathlib import Path
 
 from gateway.config import StorageConfig
 from gateway.metrics import Metrics
+from gateway.receive_time import ReceiveClock
 from gateway.storage.base import ReadStore, WriteStore
 from gateway.storage.sqlite.reader import SqliteReader
 from gateway.storage.sqlite.store import SqliteStore
 
 
-def write_store(config: StorageConfig, metrics: Metrics) -> WriteStore:
-    """The write side for a running gateway (one per database)."""
-    return SqliteStore(config, metrics)
+def write_store(
+    config: StorageConfig, metrics: Metrics, receive_clock: ReceiveClock | None = None
+) -> WriteStore:
+    """The write side for a running gateway (one per database). With ``receive_clock``,
+    the store seeds it at open and keeps its floor with the batches (decision 0082)."""
+    return SqliteStore(config, metrics, receive_clock=receive_clock)
 
 
 def read_store(

@@ -24,7 +24,9 @@ from gateway.config import StorageConfig
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Reading
 from gateway.parsing import parse_size
+from gateway.receive_time import ReceiveClock
 from gateway.storage.base import WriteResult
+from gateway.storage.sqlite import receive_floor
 from gateway.storage.sqlite.guard import Guard
 from gateway.storage.sqlite.integrity import ensure_healthy, ensure_incremental_vacuum
 from gateway.storage.sqlite.lock import DatabaseLock
@@ -54,11 +56,13 @@ class SqliteStore:
         metrics: Metrics,
         sink: SqliteSink | None = None,
         clock: Clock = wall_clock_ms,
+        receive_clock: ReceiveClock | None = None,
     ) -> None:
         self.config = config
         self.sink = sink if sink is not None else build_sink(config)
         self.metrics = metrics
         self.clock = clock
+        self.receive_clock = receive_clock
         self.lock = DatabaseLock(self.sink.path)
         self.tracker = LateDataTracker()
         self.guard = Guard(
@@ -82,6 +86,8 @@ class SqliteStore:
             self.sink.writer.after_insert = self.tracker
             self.sink.admission = self.guard.admission
             await self.sink.open()
+            if self.receive_clock is not None:
+                await receive_floor.install(self.sink, self.receive_clock)
         except BaseException:
             self.lock.release()
             raise
