@@ -12,9 +12,8 @@ Model (what survives a cut):
 * file contents and sizes (``write``, ``truncate``): only as of each file's last
   ``fsync``/``fdatasync``;
 * names (``create``, ``unlink``, ``rename``, ``mkdir``): at once, as if the directory were
-  always synced — kinder than a real disk, which can also lose a new file's name. SQLite's
-  rollback journal and WAL are safe against that only with ``synchronous = EXTRA``;
-  this filesystem does not test it.
+  always synced — kinder than a real disk, which can also lose a new file's name, so
+  directory syncs are not tested here.
 
 Pitfalls it handles (``GUIDE.md`` §5): files are opened with ``direct_io``, so every read
 and write comes to this process and nothing stale survives in the kernel's page cache —
