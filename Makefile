@@ -6,12 +6,13 @@ STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
-.PHONY: help venv mosquitto chromium fuse lint format typecheck test unit demo bench bench-quick clean
+.PHONY: help venv mosquitto chromium fuse lint format typecheck test unit demo bench bench-quick soak clean
 
 help:
 	@echo "make demo   - broker + simulator + gateway + a query, end to end"
 	@echo "make test   - lint, type-check and the whole test suite"
 	@echo "make bench  - throughput/latency/memory benchmarks (docs/performance.md)"
+	@echo "make soak   - a fleet for SOAK_MINUTES (30): RSS over time + verify (docs/performance.md)"
 
 $(STAMP): pyproject.toml scripts/ensure-venv.sh
 	@scripts/ensure-venv.sh
@@ -53,6 +54,9 @@ bench: venv mosquitto
 
 bench-quick: venv mosquitto
 	$(BIN)/python -m bench --quick
+
+soak: venv mosquitto
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo test-output
