@@ -172,13 +172,16 @@ class Router:
             )
         readings = decoded.readings
         if readings:
-            codec = prepared.route.codec
+            route = prepared.route
 
             def redecode() -> list[Reading]:
-                """The same message, received one millisecond later."""
+                """The same message (codec and mapping), received one millisecond later."""
                 ctx.now_ms = now_ms + 1
                 try:
-                    return codec(payload, ctx).readings
+                    again = route.codec(payload, ctx)
+                    if route.mapping is not None:
+                        again = route.mapping.apply(again)
+                    return again.readings
                 except Exception:  # deterministic codecs never get here; be safe anyway
                     return []
                 finally:

@@ -31,6 +31,13 @@ def router(clock: ReceiveClock | None = None) -> Router:
         ),
         SubscriptionConfig(topic="lines/#", format="influx"),
         SubscriptionConfig(topic="json/+", format="json", topic_template="json/{sensor_id}"),
+        SubscriptionConfig(
+            topic="shelly/+",
+            format="json",
+            topic_template="shelly/{sensor_id}",
+            exclude=["voltage"],
+            rename={"apower": "power"},
+        ),
     ]
     return Router(subs, Limits(), 1 << 16, clock)
 
@@ -73,6 +80,15 @@ def test_a_timestamp_of_its_own_is_never_moved() -> None:
     mixed = b'[{"sensor_id": "m", "metric": "x", "value": 1, "ts": %d},' % NOW
     mixed += b' {"sensor_id": "m", "metric": "x", "value": 2}]'
     assert stamps(r, "json/dev", mixed) == [NOW, NOW + 1]
+
+
+def test_the_subscription_mapping_is_applied_to_the_second_decode_too() -> None:
+    """Fields dropped by ``exclude`` must not shift which reading is which."""
+    r = router()
+    payload = b'{"voltage": 230, "apower": 5, "ts_dev": "x"}'
+    assert stamps(r, "shelly/plug", payload) == [NOW]
+    envelope = r.route("shelly/plug", payload, now_ms=NOW)
+    assert [(x.metric, x.ts_ms) for x in envelope.readings] == [("power", NOW + 1)]
 
 
 def test_the_floor_from_a_previous_run_is_respected() -> None:
