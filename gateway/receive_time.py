@@ -21,7 +21,7 @@ the primary key).
 
 Across restarts: :attr:`ReceiveClock.high_ms`, the latest receive time given out that
 was ahead of the wall clock, is written in the same transaction as the readings that
-carry it (:func:`gateway.storage.receive_floor.persist`), and the next process starts
+carry it (:mod:`gateway.storage.sqlite.receive_floor`), and the next process starts
 above it (:attr:`ReceiveClock.floor_ms`), so a restart quicker than a burst's spread
 cannot reuse a millisecond either.
 """
