@@ -46,6 +46,29 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(f_parts) == len(t_parts)
 
 
+class _CrashLog:
+    """Codec crashes (our bugs, triggered by a payload) as one WARNING line per
+    ``every_s`` at most, with how many were not logged: a device repeating the payload
+    must not flood the log. The traceback goes to DEBUG; the dead letter keeps the
+    reason."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self.logged_at = -every_s
+        self.suppressed = 0
+
+    def note(self, label: str, topic: str, reason: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self.logged_at < self.every_s:
+            self.suppressed += 1
+        else:
+            more = f" ({self.suppressed} more since the last report)" if self.suppressed else ""
+            log.warning("codec %s failed on a message from %s: %s%s", label, topic, reason, more)
+            self.logged_at = now
+            self.suppressed = 0
+        log.debug("codec %s failure", label, exc_info=exc)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Route:
     """A subscription ready to decode: its codec, parsed template, field mapping and the
@@ -99,6 +122,7 @@ class Router:
         self.clock = clock or ReceiveClock()
         """Gives readings without a timestamp receive times that never collide within a
         series (gateway.receive_time)."""
+        self._crash_log = _CrashLog()
 
     def route_for(self, topic: str) -> Route | None:
         """The first subscription (in config order) whose filter matches ``topic``."""
@@ -162,8 +186,8 @@ class Router:
                 received_at=received,
             )
         except Exception as exc:  # a codec bug must not stop the pipeline: dead-letter it
-            log.exception("codec %s crashed on a message from %s", label, topic)
-            reason = f"internal decoder error: {type(exc).__name__}: {exc}"
+            reason = f"internal decoder error: {type(exc).__name__}: {str(exc)[:200]}"
+            self._crash_log.note(label, topic, reason, exc)
             return Envelope(
                 [],
                 DeadLetter(now_ms, topic, payload, reason, label),

@@ -76,7 +76,8 @@ def finite(value: object, where: str = "value") -> float:
         try:
             return float(value)
         except OverflowError:
-            raise DecodeError(f"{where} is too large ({str(value)[:20]}…)") from None
+            # Never str(value): above 4300 digits that raises ValueError itself.
+            raise DecodeError(f"{where} is too large ({value.bit_length()} bits)") from None
     if isinstance(value, float):
         if math.isfinite(value):
             return value

@@ -30,12 +30,12 @@ Mapping the resolved name to sensor_id/metric (``docs/decisions/0041-senml-names
    template's ``{metric}``, else ``value``.
 
 In CBOR the labels are the integers of RFC 8428 Table 6 (string labels are accepted
-too); numbers may be integers, floats or decimal fractions (tag 4).
+too); numbers may be integers, bignums (tags 2/3, up to 128 bytes) or floats, or decimal
+fractions (tag 4). No other semantic tag is accepted (checked before decoding).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Mapping
@@ -46,6 +46,7 @@ import cbor2
 import pydantic_core
 
 from gateway.codecs import register
+from gateway.codecs._cbor import scan
 from gateway.codecs._common import NameCache, checked, finite
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
@@ -308,16 +309,16 @@ def decode_json(payload: bytes, ctx: DecodeContext) -> Decoded:
 
 
 def decode_cbor(payload: bytes, ctx: DecodeContext) -> Decoded:
-    """SenML CBOR (``application/senml+cbor``)."""
-    stream = io.BytesIO(payload)
+    """SenML CBOR (``application/senml+cbor``). The payload is pre-scanned
+    (:func:`gateway.codecs._cbor.scan`): semantic tags other than the ones SenML uses,
+    oversized bignums and deep nesting are refused before cbor2 builds anything."""
+    end = scan(payload)
+    if end != len(payload):
+        raise DecodeError(f"invalid SenML CBOR: {len(payload) - end} bytes after the pack")
     try:
-        records = cbor2.CBORDecoder(stream).decode()
+        records = cbor2.loads(payload)
     except Exception as exc:  # cbor2 raises several types on hostile input; convert here
         raise DecodeError(f"invalid SenML CBOR: {str(exc)[:120]}") from None
-    if stream.tell() != len(payload):
-        raise DecodeError(
-            f"invalid SenML CBOR: {len(payload) - stream.tell()} bytes after the pack"
-        )
     return decode_pack(records, ctx, cbor=True)
 
 
