@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.api import params, prometheus
 from gateway.api.state import ApiState
+from gateway.csv_cells import safe_cell
 from gateway.request import AggregateQuery, Limit, ReadingsQuery, check_buckets
 from gateway.storage.base import Bucket, Latest, ReadingRow, Stats
 from gateway.validation import format_ms
@@ -241,9 +242,14 @@ async def sensors(request: Request) -> Response:
 # --- streaming CSV ------------------------------------------------------------------
 
 
-def _csv_lines(rows: Iterable[Iterable[object]]) -> str:
+def _csv_lines(rows: Iterable[Iterable[object]], raw: bool = False) -> str:
+    """CSV text for ``rows``; text cells escaped against formulas unless ``raw``."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    writer = csv.writer(buffer, lineterminator="\n")
+    if raw:
+        writer.writerows(rows)
+    else:
+        writer.writerows([safe_cell(cell) for cell in row] for row in rows)
     return buffer.getvalue()
 
 
@@ -253,6 +259,7 @@ async def _csv_response(
     chunks: AsyncIterator[list[T]],
     to_row: Callable[[T], list[object]],
     filename: str,
+    raw: bool = False,
 ) -> Response:
     """Stream ``chunks`` as CSV, chunk by chunk, never holding the whole result.
 
@@ -274,9 +281,9 @@ async def _csv_response(
         try:
             yield _csv_lines([header])
             if first is not None:
-                yield _csv_lines(to_row(item) for item in first)
+                yield _csv_lines((to_row(item) for item in first), raw)
                 async for chunk in iterator:
-                    yield _csv_lines(to_row(item) for item in chunk)
+                    yield _csv_lines((to_row(item) for item in chunk), raw)
         finally:
             state.exports_running -= 1
             await _aclose(chunks)
@@ -357,6 +364,7 @@ async def readings(request: Request) -> Response:
             state.store.stream_readings(select(limit), CSV_CHUNK),
             _reading_csv,
             "readings.csv",
+            params.csv_raw(qp),
         )
 
     rows = await state.store.readings(select(limit + 1))
@@ -423,6 +431,7 @@ async def aggregate(request: Request) -> Response:
             state.store.stream_aggregate(select(0), CSV_CHUNK),
             to_row,
             "aggregate.csv",
+            params.csv_raw(qp),
         )
 
     buckets = await state.store.aggregate(select(max_rows + 1))

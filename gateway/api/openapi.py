@@ -63,8 +63,10 @@ _FORMAT = {
     "name": "format",
     "in": "query",
     "required": False,
-    "description": "`csv` streams CSV (also chosen by `Accept: text/csv`).",
-    "schema": {"type": "string", "enum": ["json", "csv"]},
+    "description": "`csv` streams CSV (also chosen by `Accept: text/csv`); text cells"
+    " a spreadsheet would run as formulas (starting with `=`, `+`, `-`, `@`, tab or CR)"
+    " get a leading `'`. `csv-raw` streams them exactly as stored.",
+    "schema": {"type": "string", "enum": ["json", "csv", "csv-raw"]},
 }
 
 SCHEMAS: dict[str, Any] = {

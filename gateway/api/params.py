@@ -82,11 +82,16 @@ def tier(params: Mapping[str, str]) -> str:
 
 
 def wants_csv(params: Mapping[str, str], accept: str) -> bool:
-    """CSV when ``format=csv``, or when ``Accept`` names ``text/csv`` and no ``format``
-    says otherwise."""
+    """CSV when ``format=csv`` (or ``csv-raw``), or when ``Accept`` names ``text/csv``
+    and no ``format`` says otherwise."""
     if params.get("format") is not None:
-        return choice(params, "format", ("json", "csv"), "json") == "csv"
+        return choice(params, "format", ("json", "csv", "csv-raw"), "json") != "json"
     return "text/csv" in accept.lower()
+
+
+def csv_raw(params: Mapping[str, str]) -> bool:
+    """``format=csv-raw``: cells exactly as stored, without formula escaping."""
+    return params.get("format") == "csv-raw"
 
 
 def time_range(

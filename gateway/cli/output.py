@@ -8,7 +8,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-FORMATS = ("table", "csv", "json")
+from gateway.csv_cells import escape_formula
+
+FORMATS = ("table", "csv", "csv-raw", "json")
+"""``csv`` escapes cells a spreadsheet would run as formulas (:mod:`gateway.csv_cells`);
+``csv-raw`` writes them as stored."""
 _TABLE_BUFFER = 200  # rows used to size columns; later rows stream with those widths
 
 
@@ -20,6 +24,14 @@ def _text(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def _csv_cell(value: Any) -> str:
+    """Numbers as numbers; any text (names, tags, reasons) escaped against formulas."""
+    text = _text(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return text
+    return escape_formula(text)
 
 
 def write_rows(
@@ -39,11 +51,12 @@ def write_rows(
             count += 1
         out.write("\n]\n" if count else "]\n")
         return count
-    if fmt == "csv":
+    if fmt in ("csv", "csv-raw"):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
+        cell = _text if fmt == "csv-raw" else _csv_cell
         for row in rows:
-            writer.writerow([_text(row.get(c)) for c in columns])
+            writer.writerow([cell(row.get(c)) for c in columns])
             count += 1
         return count
     iterator = iter(rows)

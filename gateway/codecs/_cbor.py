@@ -51,9 +51,7 @@ def _skip_table() -> tuple[int, ...]:
 _SKIP = _skip_table()
 
 
-def scan(
-    data: bytes, max_depth: int = MAX_DEPTH, max_bignum_bytes: int = MAX_BIGNUM_BYTES
-) -> int:
+def scan(data: bytes, max_depth: int = MAX_DEPTH, max_bignum_bytes: int = MAX_BIGNUM_BYTES) -> int:
     """Check the first CBOR item of ``data`` and return the offset just after it.
 
     Raises :class:`DecodeError` naming the first problem and its byte offset.
