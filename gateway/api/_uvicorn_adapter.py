@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import time
 from typing import Any, ClassVar
 
@@ -111,6 +112,23 @@ class _Shedding:
         )
 
 
+def _has_unread_bytes(conn: GuardedH11Protocol) -> bool:
+    """True when ``conn``'s socket holds bytes the event loop has not read yet (its
+    request may be in there): such a connection is not evicted. asyncio accepts many
+    connections per loop turn before it reads any of them, so without this a flood of
+    newcomers from one address could evict a health check whose request had already
+    arrived. One ``poll`` with timeout 0 per candidate."""
+    sock = conn.transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the connection table, a request-header timeout and a
     send timeout. Configured through :func:`protocol_class`."""
@@ -131,7 +149,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         client = self.client[0] if self.client else "unknown"
-        admission = self.table.admit(self, client)
+        admission = self.table.admit(self, client, _has_unread_bytes)
         if admission.evict is not None:
             admission.evict.shed("evicted")
         if not admission.accepted:

@@ -21,7 +21,7 @@ closes what :meth:`ConnectionTable.admit` names. Counters feed ``/metrics``.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -72,14 +72,20 @@ class ConnectionTable(Generic[C]):
     def count(self, client: str) -> int:
         return self._count[client]
 
-    def admit(self, conn: C, client: str) -> Admission[C]:
+    def admit(
+        self, conn: C, client: str, spare: Callable[[C], bool] | None = None
+    ) -> Admission[C]:
         """Register a new connection (waiting) if there is room or a waiting one to
-        evict; the evicted one is forgotten here at once, the caller closes it."""
+        evict; the evicted one is forgotten here at once, the caller closes it.
+
+        ``spare(candidate)`` True keeps a candidate from eviction — the server uses it
+        for a connection whose request bytes have arrived but not yet been read, so a
+        burst of newcomers cannot push out a request that is already on its way in."""
         victim: C | None = None
         if self._count[client] >= self.per_client:
-            victim = self._oldest_waiting(client)
+            victim = self._oldest_waiting(client, spare)
         elif len(self._client_of) >= self.total:
-            victim = self._hog_waiting()
+            victim = self._hog_waiting(spare)
         else:
             self._register(conn, client)
             return Admission(True)
@@ -129,13 +135,16 @@ class ConnectionTable(Generic[C]):
             del self._waiting[client]
         self.stats.open = len(self._client_of)
 
-    def _oldest_waiting(self, client: str) -> C | None:
-        waiting = self._waiting.get(client)
-        return next(iter(waiting), None) if waiting else None
+    def _oldest_waiting(self, client: str, spare: Callable[[C], bool] | None) -> C | None:
+        for conn in self._waiting.get(client, ()):
+            if spare is None or not spare(conn):
+                return conn
+        return None
 
-    def _hog_waiting(self) -> C | None:
+    def _hog_waiting(self, spare: Callable[[C], bool] | None) -> C | None:
         candidates = [c for c, waiting in self._waiting.items() if waiting]
-        if not candidates:
-            return None
-        hog = max(candidates, key=lambda c: self._count[c])
-        return self._oldest_waiting(hog)
+        for client in sorted(candidates, key=lambda c: -self._count[c]):
+            victim = self._oldest_waiting(client, spare)
+            if victim is not None:
+                return victim
+        return None

@@ -12,6 +12,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -130,6 +131,62 @@ class ConnectionHolders:
                 for sock, slot in list(self._sockets.items()):
                     if slot >= self.idle:
                         self._send(sock, b"x")
+
+
+class HoldersProcess:
+    """:class:`ConnectionHolders` in a child process of their own, as a real attacker
+    would be (in a thread they would share the test's GIL and slow the probe down)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_holders_main, args=(child, args, kwargs), name="connection-holders"
+        )
+        self.stats = HolderStats()
+
+    def __enter__(self) -> HoldersProcess:
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_open(self, at_least: int, timeout: float) -> int:
+        """Ask the child to wait until ``at_least`` are open; returns how many are."""
+        self._parent.send(("wait", at_least, timeout))
+        if self._parent.poll(timeout + 15):
+            opened: int = self._parent.recv()
+            return opened
+        return 0
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._parent.send(("stop",))
+            if self._parent.poll(30):
+                self.stats = self._parent.recv()
+            self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+
+
+def _holders_main(pipe: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    holders = ConnectionHolders(*args, **kwargs)
+    holders.start()
+    try:
+        while True:
+            command = pipe.recv()
+            if command[0] == "wait":
+                holders.wait_open(command[1], command[2])
+                pipe.send(holders.stats.open_now)
+            else:
+                break
+    finally:
+        holders.stop()
+        pipe.send(holders.stats)
 
 
 @dataclass

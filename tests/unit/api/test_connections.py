@@ -80,3 +80,14 @@ def test_remove_forgets_and_is_idempotent() -> None:
     table.busy("a1")
     table.waiting("a1")
     assert len(table) == 0 and table.count("A") == 0 and table.stats.open == 0
+
+
+def test_a_connection_whose_request_has_arrived_is_spared() -> None:
+    table: ConnectionTable[str] = ConnectionTable(total=10, per_client=2)
+    table.admit("a1", "A")
+    table.admit("a2", "A")
+    pending = {"a1"}  # a1's request bytes are in its socket, not read yet
+    assert table.admit("a3", "A", spare=pending.__contains__).evict == "a2"
+    pending = {"a1", "a3"}
+    refused = table.admit("a4", "A", spare=pending.__contains__)
+    assert not refused.accepted and refused.evict is None
