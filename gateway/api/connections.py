@@ -72,9 +72,7 @@ class ConnectionTable(Generic[C]):
     def count(self, client: str) -> int:
         return self._count[client]
 
-    def admit(
-        self, conn: C, client: str, spare: Callable[[C], bool] | None = None
-    ) -> Admission[C]:
+    def admit(self, conn: C, client: str, spare: Callable[[C], bool] | None = None) -> Admission[C]:
         """Register a new connection (waiting) if there is room or a waiting one to
         evict; the evicted one is forgotten here at once, the caller closes it.
 
