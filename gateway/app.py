@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
+from gateway.discovery.service import DiscoveryService
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.receive_time import ReceiveClock
@@ -57,11 +58,22 @@ class Gateway:
         self.receive_clock = ReceiveClock()
         self.store = write_store(settings.storage, self.metrics, self.receive_clock)
         self.pipeline = Pipeline(self.store, settings.pipeline, self.metrics)
+        # Devices that announce themselves (docs/formats.md, decision 0130).
+        self.discovery: DiscoveryService | None = None
+        if settings.discovery.active:
+            self.discovery = DiscoveryService(
+                settings.discovery,
+                Path(settings.storage.path),
+                settings.validation.limits(),
+                settings.subscriptions,
+            )
+            self.discovery.load()
         self.router = Router(
             settings.subscriptions,
             settings.validation.limits(),
             settings.pipeline.max_payload_bytes,
             self.receive_clock,
+            self.discovery,
         )
         self.source = MqttSource(
             settings.mqtt,
@@ -71,6 +83,11 @@ class Gateway:
             self.metrics,
             state_path=subscription_state_path(settings),
         )
+        if self.discovery is not None:
+            self.discovery.attach(
+                self.source.filters("discovery", shared=False),
+                self.source.filters("discovery-states", shared=True),
+            )
         self.services = list(services or [])
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -102,6 +119,9 @@ class Gateway:
             self.pipeline.start()
             self.source.start()
             service_tasks = [asyncio.create_task(service(self)) for service in self.services]
+            if self.discovery is not None:
+                connected = lambda: self.source.connected  # noqa: E731
+                service_tasks.append(asyncio.create_task(self.discovery.run(connected)))
             self.started.set()
             log.info(
                 "tidegate running: broker %s:%d, database %s",

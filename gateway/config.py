@@ -367,6 +367,56 @@ def check_token_length(token: str, key: str, host: str) -> None:
         )
 
 
+Component = Literal["sensor", "binary_sensor", "number", "switch"]
+DEFAULT_COMPONENTS: tuple[Component, ...] = ("sensor", "binary_sensor")
+
+
+class DiscoveryConfig(_Section):
+    """``[discovery]``: devices that announce themselves (docs/formats.md, decision 0130).
+
+    ``homeassistant``: read Home Assistant MQTT discovery configs under ``prefix`` and
+    store their entities' states with names and units, no ``[[subscriptions]]`` needed.
+    ``zigbee2mqtt``: base topics (or ``true`` for ``["zigbee2mqtt"]``) whose
+    ``bridge/devices`` list gives units to readings a subscription decodes.
+    """
+
+    homeassistant: bool = False
+    prefix: str = Field("homeassistant", min_length=1, max_length=256)
+    zigbee2mqtt: list[str] = Field(default_factory=list)
+    components: list[Component] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS))
+    qos: Literal[0, 1, 2] = 1
+    state_file: Path | None = None
+    """Default: ``<storage.path>.discovery.json`` (decision 0131)."""
+
+    @field_validator("zigbee2mqtt", mode="before")
+    @classmethod
+    def _true_means_default_base(cls, value: Any) -> Any:
+        if value is True:
+            return ["zigbee2mqtt"]
+        if value is False:
+            return []
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_topic(cls, value: str) -> str:
+        if "+" in value or "#" in value or value.startswith("/") or "\x00" in value:
+            raise ValueError(f"{value!r} must be plain topic levels (no wildcards)")
+        return value.rstrip("/")
+
+    @field_validator("zigbee2mqtt")
+    @classmethod
+    def _bases_are_topics(cls, value: list[str]) -> list[str]:
+        for base in value:
+            if not base or "+" in base or "#" in base:
+                raise ValueError(f"{base!r} must be a base topic such as 'zigbee2mqtt'")
+        return value
+
+    @property
+    def active(self) -> bool:
+        return self.homeassistant or bool(self.zigbee2mqtt)
+
+
 def _default_subscriptions() -> list[SubscriptionConfig]:
     return [SubscriptionConfig(topic="sensors/#", topic_template="sensors/{sensor_id}/#")]
 
@@ -383,6 +433,7 @@ class Settings(_Section):
     validation: ValidationConfig = ValidationConfig()
     log: LogConfig = LogConfig()
     api: ApiConfig = ApiConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     @model_validator(mode="after")
     def _filters_fit_the_shared_group(self) -> Settings:

@@ -7,6 +7,8 @@ into one of these where they enter our code, so callers never catch a library ty
     TidegateError
     ├── ConfigError          bad configuration; names the key (CLI exits 2)
     ├── DecodeError          a payload cannot be turned into readings; carries a human reason
+    │   └── TemplateError    a discovered value_template cannot be evaluated on this payload
+    ├── DiscoveryError       a discovery config (or its value_template) cannot be used
     ├── StorageError         the database failed
     │   ├── StorageFull      disk or size cap reached (SQLITE_FULL / ENOSPC); retried, never acked
     │   └── StorageCorrupt   the database file is damaged
@@ -35,6 +37,20 @@ class ConfigError(TidegateError):
 class DecodeError(TidegateError):
     """A payload cannot be decoded into readings. ``reason`` is shown to users and stored
     with the dead letter."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TemplateError(DecodeError):
+    """A (supported) value_template failed on one payload: a missing key without a
+    default, a non-number where a number is needed, a division by zero."""
+
+
+class DiscoveryError(TidegateError):
+    """A discovery config cannot be used: bad JSON, no state topic, or a value_template
+    outside the supported subset (never executed). ``reason`` is shown to users."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

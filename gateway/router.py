@@ -2,6 +2,11 @@
 run the codec, turn any failure into a dead letter, and give readings without a
 timestamp receive times that never collide within a series (:mod:`gateway.receive_time`).
 
+With discovery on (:mod:`gateway.discovery`), a topic is, in this order: a discovery
+config (never decoded as readings), a ``[[subscriptions]]`` match (hand-written
+subscriptions win over discovered entities; Zigbee2MQTT units fill in missing units),
+or a discovered state topic.
+
 This is the only place that catches :class:`DecodeError`; nothing a sensor sends can
 raise out of :meth:`Router.route`.
 """
@@ -12,12 +17,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import tzinfo
+from typing import Protocol
 
 from gateway.codecs import Codec, get_codec
 from gateway.codecs.mapping import FieldMapping, resolve_timezone
 from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
-from gateway.models import DeadLetter, Envelope, Reading
+from gateway.models import DeadLetter, Decoded, Envelope, Reading
 from gateway.receive_time import ReceiveClock
 from gateway.topics import TopicTemplate
 from gateway.validation import DecodeContext, Limits
@@ -25,6 +31,24 @@ from gateway.validation import DecodeContext, Limits
 log = logging.getLogger(__name__)
 
 _TOPIC_CACHE_MAX = 50_000
+
+DISCOVERY_LABEL = "discovery"
+DISCOVERY_CONFIG_LABEL = "discovery-config"
+
+
+class DiscoveryRoutes(Protocol):
+    """What the router asks discovery (:class:`gateway.discovery.service.DiscoveryService`)."""
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the answers below may change."""
+        ...
+
+    def is_config_topic(self, topic: str) -> bool: ...
+    def handle_config(self, topic: str, payload: bytes) -> Decoded: ...
+    def has_state_topic(self, topic: str) -> bool: ...
+    def decode_state(self, topic: str, payload: bytes, now_ms: int) -> Decoded: ...
+    def unit_hints(self, topic: str) -> dict[str, str] | None: ...
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -103,6 +127,10 @@ class _Prepared:
     """Reused for every message on this topic (codecs are pure and keep no reference);
     only ``now_ms`` changes. None when the topic cannot be decoded."""
     error: str = ""
+    kind: str = "codec"
+    """``codec`` (a subscription), ``config`` / ``state`` (discovery), ``none``."""
+    units: dict[str, str] | None = None
+    """Units learned for this topic's fields (Zigbee2MQTT), for readings without one."""
 
 
 class Router:
@@ -114,10 +142,13 @@ class Router:
         limits: Limits,
         max_payload_bytes: int,
         clock: ReceiveClock | None = None,
+        discovery: DiscoveryRoutes | None = None,
     ) -> None:
         self.routes = [Route.build(sub, limits) for sub in subscriptions]
         self.limits = limits
         self.max_payload_bytes = max_payload_bytes
+        self.discovery = discovery
+        self._discovery_version = discovery.version if discovery is not None else 0
         self._by_topic: dict[str, _Prepared] = {}
         self.clock = clock or ReceiveClock()
         """Gives readings without a timestamp receive times that never collide within a
@@ -131,32 +162,62 @@ class Router:
     def _prepared(self, topic: str) -> _Prepared:
         """The cached per-topic work: subscription lookup, topic template match and the
         decode context (bounded: the cache is dropped and rebuilt when full)."""
-        prepared = self._by_topic.get(topic)
-        if prepared is not None:
-            return prepared
-        route = next((r for r in self.routes if topic_matches(r.config.topic, topic)), None)
-        if route is None:
-            prepared = _Prepared(None, "", None, f"no subscription matches topic {topic!r}")
-        else:
-            config = route.config
-            ctx = DecodeContext(
-                topic=topic,
-                now_ms=0,
-                limits=self.limits,
-                options=config,
-                topic_wins=config.topic_wins,
-                tz=route.tz,
-            )
-            prepared = _Prepared(route, route.label, ctx)
-            if route.template is not None:
-                try:
-                    ctx.topic_fields, ctx.topic_tags = route.template.match(topic, self.limits)
-                except DecodeError as exc:
-                    prepared = _Prepared(route, route.label, None, exc.reason)
+        discovery = self.discovery
+        if discovery is not None and discovery.version != self._discovery_version:
+            self._discovery_version = discovery.version
+            self._by_topic.clear()  # entities or units changed
+        cached = self._by_topic.get(topic)
+        if cached is not None:
+            return cached
+        prepared = self._prepare(topic)
         if len(self._by_topic) >= _TOPIC_CACHE_MAX:
             self._by_topic.clear()  # bounded; rebuilt on demand
         self._by_topic[topic] = prepared
         return prepared
+
+    def _prepare(self, topic: str) -> _Prepared:
+        discovery = self.discovery
+        if discovery is not None and discovery.is_config_topic(topic):
+            return _Prepared(None, DISCOVERY_CONFIG_LABEL, None, kind="config")
+        route = next((r for r in self.routes if topic_matches(r.config.topic, topic)), None)
+        if route is None:
+            if discovery is not None and discovery.has_state_topic(topic):
+                return _Prepared(None, DISCOVERY_LABEL, None, kind="state")
+            return _Prepared(None, "", None, f"no subscription matches topic {topic!r}", "none")
+        config = route.config
+        ctx = DecodeContext(
+            topic=topic,
+            now_ms=0,
+            limits=self.limits,
+            options=config,
+            topic_wins=config.topic_wins,
+            tz=route.tz,
+        )
+        if route.template is not None:
+            try:
+                ctx.topic_fields, ctx.topic_tags = route.template.match(topic, self.limits)
+            except DecodeError as exc:
+                return _Prepared(route, route.label, None, exc.reason)
+        units = discovery.unit_hints(topic) if discovery is not None else None
+        return _Prepared(route, route.label, ctx, units=units)
+
+    @staticmethod
+    def _decode(prepared: _Prepared, payload: bytes, ctx: DecodeContext) -> Decoded:
+        """Codec, learned units, then the subscription's mapping."""
+        route = prepared.route
+        assert route is not None
+        decoded = route.codec(payload, ctx)
+        if prepared.units is not None:
+            decoded.readings = with_units(decoded.readings, prepared.units)
+        if route.mapping is not None:
+            decoded = route.mapping.apply(decoded)
+        return decoded
+
+    def _check_size(self, payload: bytes) -> None:
+        if len(payload) > self.max_payload_bytes:
+            raise DecodeError(
+                f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.max_payload_bytes}"
+            )
 
     def route(self, topic: str, payload: bytes, now_ms: int | None = None) -> Envelope:
         """Decode one message. Never raises for anything in ``topic`` or ``payload``."""
@@ -166,18 +227,20 @@ class Router:
         prepared = self._prepared(topic)
         label = prepared.label
         ctx = prepared.ctx
+        discovery = self.discovery
         try:
-            if ctx is None or prepared.route is None:
-                raise DecodeError(prepared.error)
-            if len(payload) > self.max_payload_bytes:
-                raise DecodeError(
-                    f"payload of {len(payload)} bytes exceeds max_payload_bytes={self.max_payload_bytes}"
-                )
-            ctx.now_ms = now_ms
-            route = prepared.route
-            decoded = route.codec(payload, ctx)
-            if route.mapping is not None:
-                decoded = route.mapping.apply(decoded)
+            if prepared.kind in ("config", "state") and discovery is not None:
+                self._check_size(payload)
+                if prepared.kind == "config":
+                    decoded = discovery.handle_config(topic, payload)
+                else:
+                    decoded = discovery.decode_state(topic, payload, now_ms)
+            else:
+                if ctx is None or prepared.route is None:
+                    raise DecodeError(prepared.error)
+                self._check_size(payload)
+                ctx.now_ms = now_ms
+                decoded = self._decode(prepared, payload, ctx)
         except DecodeError as exc:
             return Envelope(
                 [],
@@ -196,20 +259,26 @@ class Router:
             )
         readings = decoded.readings
         if readings:
-            route = prepared.route
+            if ctx is None:
+                # Discovered states always take the receive time: one millisecond later
+                # every reading moves (decoding again would count the entity twice).
+                first = readings
 
-            def redecode() -> list[Reading]:
-                """The same message (codec and mapping), received one millisecond later."""
-                ctx.now_ms = now_ms + 1
-                try:
-                    again = route.codec(payload, ctx)
-                    if route.mapping is not None:
-                        again = route.mapping.apply(again)
-                    return again.readings
-                except Exception:  # deterministic codecs never get here; be safe anyway
-                    return []
-                finally:
-                    ctx.now_ms = now_ms
+                def redecode() -> list[Reading]:
+                    return [r._replace(ts_ms=r.ts_ms + 1) for r in first]
+
+            else:
+                context = ctx
+
+                def redecode() -> list[Reading]:
+                    """The same message (codec, units, mapping), one millisecond later."""
+                    context.now_ms = now_ms + 1
+                    try:
+                        return self._decode(prepared, payload, context).readings
+                    except Exception:  # deterministic codecs never get here; be safe anyway
+                        return []
+                    finally:
+                        context.now_ms = now_ms
 
             readings = self.clock.stamp(readings, now_ms, redecode)
         return Envelope(
@@ -220,3 +289,16 @@ class Router:
             skipped_names=decoded.skipped_names,
             received_at=received,
         )
+
+
+def with_units(readings: list[Reading], units: dict[str, str]) -> list[Reading]:
+    """``readings`` with a unit from ``units`` (by metric) where they have none."""
+    out = readings
+    for index, reading in enumerate(readings):
+        if reading.unit is None:
+            unit = units.get(reading.metric)
+            if unit is not None:
+                if out is readings:
+                    out = list(readings)
+                out[index] = reading._replace(unit=unit)
+    return out

@@ -22,6 +22,7 @@ COMMANDS = (
     "sensors",
     "stats",
     "decode",
+    "discovery",
     "dead_letters",
     "aggregate",
     "backup",
