@@ -59,7 +59,7 @@ def service(
     svc.load()
     configs, states = FakeGroup(), FakeGroup()
     svc.attach(configs, states)
-    return svc, Router(subs, Limits(), 1 << 20, svc), configs, states
+    return svc, Router(subs, Limits(), 1 << 20, discovery=svc), configs, states
 
 
 def feed(router: Router, messages: list[tuple[str, bytes]]) -> list[Any]:
@@ -200,3 +200,18 @@ def test_discovery_list_shows_names_units_and_problems(
     assert main(["discovery", "list", "--config", str(cfg), "--problems", "-f", "json"]) == 0
     problems = json.loads(capsys.readouterr().out)
     assert {r["metric"] for r in problems} == {"overpower", "relay 0 power", "value", "Action"}
+
+
+def test_discovered_states_in_one_millisecond_get_their_own_receive_times(tmp_path: Path) -> None:
+    svc, router, _c, _s = service(tmp_path)
+    feed(router, devices.ESPHOME.configs)
+    first, second = feed(
+        router,
+        [
+            ("livingroom/sensor/temperature/state", b"21.5"),
+            ("livingroom/sensor/temperature/state", b"21.6"),
+        ],
+    )
+    assert [r.ts_ms for r in first.readings + second.readings] == [NOW, NOW + 1]
+    stats = svc.registry.stats[f"{PREFIX}/sensor/livingroom/temperature/config"]
+    assert (stats.messages, stats.readings) == (2, 2)  # not counted twice
