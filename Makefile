@@ -7,12 +7,15 @@ PYTEST_ARGS ?=
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
 .PHONY: help venv mosquitto chromium fuse lint format typecheck test unit demo bench bench-quick soak clean
+.PHONY: docker-engine systemd-analyze image image-test
 
 help:
 	@echo "make demo   - broker + simulator + gateway + a query, end to end"
 	@echo "make test   - lint, type-check and the whole test suite"
 	@echo "make bench  - throughput/latency/memory benchmarks (docs/performance.md)"
 	@echo "make soak   - a fleet for SOAK_MINUTES (30): RSS over time + verify (docs/performance.md)"
+	@echo "make image  - the Docker image for this machine (scripts/build-image.sh)"
+	@echo "make image-test - images for amd64, arm64, armv7 built and run, compose end to end"
 
 $(STAMP): pyproject.toml scripts/ensure-venv.sh
 	@scripts/ensure-venv.sh
@@ -29,6 +32,14 @@ chromium:
 fuse:
 	@scripts/ensure-fuse.sh
 
+# The image test in make test needs an engine; without one (not root, no apt) it skips
+# with the reason, so this never fails the build.
+docker-engine:
+	@scripts/ensure-docker.sh || echo "make: no Docker engine: tests/integration/test_image.py will skip" >&2
+
+systemd-analyze:
+	@scripts/ensure-systemd-analyze.sh
+
 lint: venv
 	$(BIN)/ruff check $(PY_PATHS)
 	$(BIN)/ruff format --check $(PY_PATHS)
@@ -40,7 +51,7 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv mosquitto chromium fuse lint typecheck
+test: venv mosquitto chromium fuse docker-engine systemd-analyze lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -51,6 +62,13 @@ demo: venv mosquitto
 
 bench: venv mosquitto
 	$(BIN)/python -m bench
+
+image:
+	@scripts/build-image.sh
+
+# amd64, arm64 and armv7 (emulated) images + the README's compose run; docs/raspberry-pi.md.
+image-test: venv mosquitto
+	$(BIN)/python scripts/image-test.py
 
 bench-quick: venv mosquitto
 	$(BIN)/python -m bench --quick
