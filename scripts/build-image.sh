@@ -94,7 +94,15 @@ if ! "${PIP[@]}" download --quiet --dest "$CONTEXT/wheels" --only-binary=:all: \
   exit 1
 fi
 
-echo "build-image: $PLATFORM, $(ls "$CONTEXT/wheels" | wc -l) wheels ($(du -sh "$CONTEXT/wheels" | cut -f1)), extras=$EXTRAS, base=${BASE:-python:$PYVER-slim} -> $TAG" >&2
+# pip itself, to run from its wheel inside the build (never installed in the image).
+if ! "${PIP[@]}" download --quiet --dest "$CONTEXT/wheels/pip" --only-binary=:all: --no-deps \
+    pip >>"$CONTEXT/pip-download.log" 2>&1; then
+  grep -v '^WARNING: Location' "$CONTEXT/pip-download.log" >&2 || true
+  echo "error: could not download pip's wheel (above)" >&2
+  exit 1
+fi
+
+echo "build-image: $PLATFORM, $(ls "$CONTEXT"/wheels/*.whl | wc -l) wheels ($(du -sh "$CONTEXT/wheels" | cut -f1)), extras=$EXTRAS, base=${BASE:-python:$PYVER-slim} -> $TAG" >&2
 BUILD_ARGS=(--build-arg "BASE_IMAGE=${BASE:-python:$PYVER-slim}")
 if ! docker build --platform "$PLATFORM" "${BUILD_ARGS[@]}" \
     --file docker/Dockerfile --tag "$TAG" "$CONTEXT" >"$CONTEXT/docker-build.log" 2>&1; then

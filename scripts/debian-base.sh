@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Make (or reuse) a minimal Debian bookworm base image with Debian's python3, for one
-# platform, without any image registry: debootstrap --variant=minbase, then docker import.
+# platform, without any image registry: debootstrap --variant=minbase, then an image
+# FROM scratch with that tree (docker import, with the right platform label).
 #
 #   scripts/debian-base.sh amd64|arm64|armv7      # prints the image name on stdout
 #
-# Cached twice: in the Docker engine (image tidegate-base:bookworm-<arch>-v1) and as a
+# Cached twice: in the Docker engine (image tidegate-base:bookworm-<arch>-v1i2) and as a
 # tarball under $TIDEGATE_IMAGE_CACHE (default ~/.cache/tidegate/images), so a new engine
 # or a pruned one imports it in seconds instead of bootstrapping again (≈ 45 s for amd64,
 # a few minutes for arm64/armv7 under qemu-user-static). Needs root for debootstrap.
 # Bump RECIPE when what goes into the base changes.
 set -euo pipefail
 RECIPE=v1
+IMAGE_RECIPE=i2  # how the tarball becomes an image (bump to re-import)
 SUITE=bookworm
 MIRROR="${TIDEGATE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 case "${1:-}" in
@@ -19,7 +21,7 @@ case "${1:-}" in
   armv7) DEB_ARCH=armhf; PLATFORM=linux/arm/v7 ;;
   *) echo "usage: $0 amd64|arm64|armv7" >&2; exit 2 ;;
 esac
-NAME="tidegate-base:$SUITE-$1-$RECIPE"
+NAME="tidegate-base:$SUITE-$1-$RECIPE$IMAGE_RECIPE"
 CACHE="${TIDEGATE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tidegate/images}"
 TARBALL="$CACHE/debian-$SUITE-$1-$RECIPE.tar.gz"
 
@@ -28,11 +30,22 @@ if docker image inspect "$NAME" >/dev/null 2>&1; then
   exit 0
 fi
 
+# Not `docker import --platform`: Debian's docker.io 20.10 ignores the platform there and
+# labels every import amd64, which the legacy builder then refuses in COPY --from. A
+# FROM scratch build with --platform labels the image right, from the same tarball.
 import_tarball() {
-  docker import --platform "$PLATFORM" \
-    --change 'CMD ["/bin/bash"]' \
-    --change "LABEL org.opencontainers.image.description=debootstrap-$SUITE-minbase-python3-$RECIPE" \
-    "$TARBALL" "$NAME" >/dev/null
+  local context
+  context="$(mktemp -d)"
+  ln "$TARBALL" "$context/rootfs.tar.gz" 2>/dev/null || cp "$TARBALL" "$context/rootfs.tar.gz"
+  printf 'FROM scratch\nADD rootfs.tar.gz /\nLABEL org.opencontainers.image.description=%s\nCMD ["/bin/bash"]\n' \
+    "debootstrap-$SUITE-minbase-python3-$RECIPE" >"$context/Dockerfile"
+  if ! docker build --quiet --platform "$PLATFORM" --tag "$NAME" "$context" >"$context/build.log" 2>&1; then
+    cat "$context/build.log" >&2
+    rm -rf "$context"
+    echo "debian-base: importing $TARBALL failed" >&2
+    exit 1
+  fi
+  rm -rf "$context"
 }
 
 if [ -s "$TARBALL" ]; then

@@ -151,15 +151,14 @@ def table(rows: list[tuple[Build | None, PlatformCheck]]) -> str:
         "| platform | image size | build | start-up (run → ready) | --version | decode | "
         "ingest 1,000 + query | SIGTERM stop | RSS after ingest |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 9]  # an "(emulated)" platform: every figure of its row is
     for build, c in rows:
         mark = " (emulated)" if c.emulated else ""
 
-        def fig(value: float | None, unit: str, digits: int = 1, c: PlatformCheck = c) -> str:
-            if value is None:
-                return "—"
-            return f"{value:.{digits}f} {unit}" + (" (emulated)" if c.emulated else "")
+        def fig(value: float | None, unit: str, digits: int = 1) -> str:
+            return "—" if value is None else f"{value:.{digits}f} {unit}"
 
+        ingest = f" ({fig(c.ingest_s, 's')})" if c.ingest_s is not None else ""
         lines.append(
             f"| {PLATFORMS[c.arch]}{mark} "
             f"| {f'{build.size_bytes / 1e6:.1f} MB' if build else '—'} "
@@ -168,7 +167,7 @@ def table(rows: list[tuple[Build | None, PlatformCheck]]) -> str:
             f"| {'ok' if c.version.startswith('tidegate ') else 'FAILED'} "
             f"| {'ok' if c.decode_ok else 'FAILED'} "
             f"| {'ok' if c.ingest_ok else 'FAILED'}"
-            f"{f' ({c.ingest_s:.1f} s)' if c.ingest_s is not None else ''} "
+            f"{ingest} "
             f"| {fig(c.stop_s, 's')}{'' if c.exit_code in (0, None) else f' exit {c.exit_code}'} "
             f"| {fig(c.rss_mib, 'MiB')} |"
         )
