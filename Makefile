@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
 .PHONY: help venv mosquitto chromium fuse lint format typecheck test unit demo bench bench-quick soak clean
-.PHONY: docker-engine systemd-analyze image image-test
+.PHONY: docker-engine systemd-analyze image image-test footprint
 
 help:
 	@echo "make demo   - broker + simulator + gateway + a query, end to end"
@@ -69,6 +69,10 @@ image:
 # amd64, arm64 and armv7 (emulated) images + the README's compose run; docs/raspberry-pi.md.
 image-test: venv mosquitto
 	$(BIN)/python scripts/image-test.py
+
+# RSS, CPU, start-up and bytes written per reading in the image, amd64 and arm64 (emulated).
+footprint: venv mosquitto
+	$(BIN)/python scripts/footprint.py
 
 bench-quick: venv mosquitto
 	$(BIN)/python -m bench --quick
