@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import StorageError
-from gateway.storage.sqlite.connection import convert_sqlite_error
+from gateway.storage.sqlite.connection import convert_sqlite_error, create_private
 from gateway.storage.sqlite.integrity import SIDE_FILES, fsync_dir, move_aside
 from gateway.storage.sqlite.lock import DatabaseLock, holder
 from gateway.storage.sqlite.schema import SCHEMA_VERSION
@@ -108,6 +108,7 @@ def validate(path: Path, mode: str = "quick") -> BackupInfo:
 def _copy(source: sqlite3.Connection, target: Path) -> None:
     """Copy ``source`` into a new self-contained file ``target`` and check it."""
     _remove(target)
+    create_private(target)  # backups and restored databases: 0600 whatever the umask
     dest = sqlite3.connect(target, isolation_level=None)
     try:
         # pages=-1: one step from one snapshot; it never restarts under a busy writer.

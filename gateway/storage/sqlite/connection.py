@@ -9,6 +9,7 @@ and the one place where sqlite3/OS errors become :class:`~gateway.errors.Storage
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def apply_pragmas(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: i
     if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise StorageError(f"bad synchronous mode {synchronous!r}")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists.
+
+    SQLite would create a database 0644 minus the umask, and gives its ``-wal``, ``-shm``
+    and journal files the database file's mode: creating the file first keeps the whole
+    set readable by its owner only, whatever the umask. An existing file keeps its mode.
+    """
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

@@ -28,7 +28,11 @@ from gateway.errors import StorageError
 from gateway.models import DeadLetter, Reading, Tags
 from gateway.storage.base import WriteResult
 from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
-from gateway.storage.sqlite.connection import apply_pragmas, convert_sqlite_error
+from gateway.storage.sqlite.connection import (
+    apply_pragmas,
+    convert_sqlite_error,
+    create_private,
+)
 from gateway.storage.sqlite.schema import (
     COLD,
     HOT,
@@ -287,6 +291,7 @@ class SqliteSink:
             except OSError as exc:
                 raise StorageError(f"cannot create {self.path.parent}: {exc.strerror}") from None
         try:
+            create_private(self.path)
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
             raise convert_sqlite_error(exc, f"opening {self.path}") from None
