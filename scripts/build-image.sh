@@ -8,7 +8,7 @@
 # 2. downloads every dependency as a wheel for the *target* platform
 #    (pip download --platform manylinux_…_<arch> --only-binary=:all:), so nothing is
 #    compiled or fetched inside the image — the way air-gapped Raspberry Pi installs work;
-# 3. stages those wheels and config.toml in build/image-context/<arch>/ and runs
+# 3. stages those wheels and config.toml in build/image-context/<arch>-<tag>/ and runs
 #    docker build -f docker/Dockerfile --platform <platform> … on that small context.
 #
 # Defaults: the Docker engine's own platform; base $TIDEGATE_BASE_IMAGE or python:3.11-slim
@@ -67,14 +67,19 @@ if ! "$PY" -m pip --version >/dev/null 2>&1; then
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 
-CONTEXT="build/image-context/$SLUG"
+# One context per platform and tag: builds of different tags may run side by side.
+CONTEXT="build/image-context/$SLUG-${TAG//[^A-Za-z0-9_.-]/_}"
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/wheels"
 cp config.toml "$CONTEXT/config.toml"
 
-# tidegate's own wheel; setuptools reuses build/lib, so clear it to never ship a stale module.
-rm -rf build/lib build/bdist.*
-if ! "${PIP[@]}" wheel --no-deps --wheel-dir "$CONTEXT/wheels" . >"$CONTEXT/pip-wheel.log" 2>&1; then
+# tidegate's own wheel, from a clean copy of what the distribution contains: setuptools
+# reuses ./build/lib (a stale module could ship) and two builds must not share it.
+SRC="$(mktemp -d)"
+trap 'rm -rf "$SRC"' EXIT
+cp -r pyproject.toml README.md gateway simulators "$SRC/"
+find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
+if ! "${PIP[@]}" wheel --no-deps --wheel-dir "$CONTEXT/wheels" "$SRC" >"$CONTEXT/pip-wheel.log" 2>&1; then
   cat "$CONTEXT/pip-wheel.log" >&2
   echo "error: building tidegate's wheel failed (above)" >&2
   exit 1
