@@ -8,7 +8,7 @@
   const TOKEN_KEY = "tidegate.token";
   const LIVE_MS = 2000;
   const SENSORS_MS = 5000;
-  const STATS_MS = 30000;
+  const STATS_MS = 15000;
   const CHART_PAGE = 12;
   const RANGES = {
     "15m": { ms: 15 * 60e3, bucket: "15s", refresh: 10e3 },
@@ -29,6 +29,7 @@
     rateHistory: [],
     authNeeded: false,
     chartTimer: null,
+    stored: null, // {database, runtimeAtStats}: the database total and the live count then
   };
 
   // --- API access ------------------------------------------------------------------
@@ -67,10 +68,13 @@
 
   // --- formatting ------------------------------------------------------------------
 
+  // Values as people read them: grouped digits for large ones (12,345,678,901), enough
+  // decimals for small ones (0.000123), an exponent only far outside both.
   function fmtNumber(value) {
     if (value === null || value === undefined || Number.isNaN(value)) return "–";
     const abs = Math.abs(value);
-    if (abs !== 0 && (abs >= 1e7 || abs < 1e-3)) return value.toExponential(2);
+    if (abs !== 0 && (abs >= 1e15 || abs < 1e-6)) return value.toExponential(3);
+    if (abs !== 0 && abs < 1) return String(Number(value.toPrecision(4)));
     const digits = abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 10 ? 2 : 3;
     return value.toLocaleString(undefined, { maximumFractionDigits: digits });
   }
@@ -170,7 +174,7 @@
     bar.classList.toggle("high", share >= 0.5 && share < 0.9);
     bar.classList.toggle("full", share >= 0.9);
     $("k-p99").textContent = fmtLatency(live.commit_latency_p99_s);
-    $("k-stored").textContent = fmtCount(live.readings_stored);
+    showStored(live.readings_stored);
     $("k-uptime").textContent = fmtDuration(live.uptime_s);
     $("k-reconnects").textContent = fmtCount(live.reconnects);
 
@@ -179,9 +183,24 @@
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   });
 
+  // The "Stored" card counts the database (like the dead letters beside it), moved on
+  // between the cached /stats answers by what this gateway stored since.
+  function showStored(liveStored) {
+    const known = state.stored;
+    if (!known) {
+      $("k-stored").textContent = "–";
+      return;
+    }
+    const since = Math.max(0, (liveStored ?? known.runtimeAtStats) - known.runtimeAtStats);
+    $("k-stored").textContent = fmtCount(known.database + since);
+    $("k-stored-since").textContent = fmtCount(liveStored ?? 0);
+  }
+
   const refreshStats = guarded(async () => {
     const stats = await api("/api/v1/stats");
     const db = stats.database;
+    state.stored = { database: db.readings, runtimeAtStats: stats.runtime.readings_stored };
+    showStored(stats.runtime.readings_stored);
     $("k-db").textContent = fmtBytes(db.database_bytes + db.wal_bytes);
     $("k-dead").textContent = fmtCount(db.dead_letters);
   });
@@ -204,6 +223,7 @@
       tr.dataset.sensor = sensor.sensor_id;
       if (sensor.stale) tr.classList.add("stale");
       const name = el("td", "sensor", sensor.sensor_id);
+      name.title = sensor.sensor_id;
       if (sensor.stale) name.append(el("span", "badge", "stale"));
       name.append(el("div", "sub", fmtAge(sensor.age_s)));
       const chips = el("div", "chips");
@@ -211,7 +231,7 @@
         const chip = el("span", "chip");
         chip.append(el("span", "", m.metric));
         chip.append(el("b", "", fmtNumber(m.last_value) + (m.unit ? " " + m.unit : "")));
-        chip.title = m.metric + " at " + (m.last_ts || "never");
+        chip.title = m.metric + (m.unit ? " (" + m.unit + ")" : "") + " at " + (m.last_ts || "never");
         chips.append(chip);
       }
       const values = el("td");
@@ -283,8 +303,10 @@
     card.dataset.sensor = s.sensor;
     card.dataset.metric = s.metric;
     const head = el("div", "chart-head");
-    const title = el("div", "chart-title", s.sensor);
-    title.append(el("span", "", " · " + s.metric));
+    // The whole sensor and metric names, each on its own line (wrapping if they must),
+    // and both in the tooltip of the title.
+    const title = el("div", "chart-title");
+    title.append(el("div", "chart-sensor", s.sensor), el("div", "chart-metric", s.metric));
     title.title = s.sensor + " · " + s.metric;
     const lastEl = el("div", "chart-last");
     head.append(title, lastEl);
@@ -341,8 +363,44 @@
     const lo = Math.floor(min / step) * step;
     const hi = Math.ceil(max / step) * step;
     const ticks = [];
-    for (let v = lo; v <= hi + step / 2; v += step) ticks.push(+v.toPrecision(12));
-    return { lo, hi, ticks };
+    for (let i = 0; lo + i * step <= hi + step / 2 && i < 50; i += 1) ticks.push(lo + i * step);
+    return { lo, hi, step, ticks };
+  }
+
+  const SI = { "-3": "n", "-2": "µ", "-1": "m", 0: "", 1: "k", 2: "M", 3: "G", 4: "T", 5: "P" };
+  // Units an SI prefix can go in front of ("GWh", "µmol/L"); with any other unit ("%",
+  // "kWh", "°C") the prefix stays on the labels.
+  const PREFIXABLE = new Set(["W", "Wh", "VA", "VAh", "var", "VAr", "varh", "Pa", "V", "A", "Ah", "Hz",
+    "J", "g", "m", "s", "L", "l", "lx", "B", "bit", "mol", "mol/L", "Ω", "F", "N", "Bq", "Sv", "Gy"]);
+
+  // Tick labels for any magnitude: grouped digits up to a million (101,300), SI prefixes
+  // beyond and below a hundredth (12.345678G, 128µ), and always as many decimals as it
+  // takes for neighbouring ticks to differ. The prefix goes on the unit when there is one
+  // ("GWh", "µmol/L"), else on each label.
+  function axisFormat(ticks, step, unit) {
+    const top = Math.max(...ticks.map((v) => Math.abs(v)));
+    let power = 0;
+    if (top >= 1e6 || (top > 0 && top < 1e-2)) {
+      power = Math.max(-3, Math.min(5, Math.floor(Math.log10(top) / 3)));
+    }
+    const scale = Math.pow(1000, power);
+    const scaledStep = step / scale;
+    let decimals = 0;
+    while (decimals < 12) {
+      const texts = ticks.map((v) => (v / scale).toFixed(decimals));
+      const exact = ticks.every((v) => Math.abs(Number((v / scale).toFixed(decimals)) - v / scale) < scaledStep / 1000);
+      if (exact && new Set(texts).size === texts.length) break;
+      decimals += 1;
+    }
+    const prefix = SI[power];
+    const prefixOnUnit = Boolean(prefix && unit && PREFIXABLE.has(unit));
+    const suffix = prefix && !prefixOnUnit ? prefix : "";
+    const label = (v) => {
+      const n = v / scale;
+      const text = n.toLocaleString(undefined, { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+      return (Object.is(n, -0) || Math.abs(n) < scaledStep / 1e6 ? text.replace(/^-/, "") : text) + suffix;
+    };
+    return { label, unit: unit ? (prefixOnUnit ? prefix + unit : unit) : "" };
   }
 
   function timeLabel(ms, spanMs) {
@@ -355,7 +413,7 @@
     const svg = chart.svg;
     svg.replaceChildren();
     const W = Math.max(Math.round(svg.getBoundingClientRect().width) || 320, 200);
-    const H = 150, L = 40, R = 8, T = 8, B = 20;
+    const H = 150, R = 8, B = 20;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     const points = chart.buckets.filter((b) => b.avg !== null && b.avg !== undefined);
     if (!points.length) {
@@ -366,25 +424,42 @@
     const lows = points.map((b) => (b.min ?? b.avg));
     const highs = points.map((b) => (b.max ?? b.avg));
     const y = niceTicks(Math.min(...lows), Math.max(...highs), 4);
+    const fmt = axisFormat(y.ticks, y.step, chart.series.unit);
+    // Labels first, measured, so the plot starts where the widest one ends: no clipping
+    // whatever the magnitude.
+    const labels = y.ticks.map((v) => {
+      const label = svgEl("text", { class: "axis y", x: 0, y: 0, "text-anchor": "end" });
+      label.textContent = fmt.label(v);
+      svg.append(label);
+      return label;
+    });
+    const widest = Math.max(...labels.map((t) => t.getComputedTextLength()), 10);
+    const L = Math.ceil(widest) + 9;
+    const T = fmt.unit ? 18 : 8;
+    if (fmt.unit) {
+      const unit = svgEl("text", { class: "axis-unit", x: 2, y: 10, "text-anchor": "start" });
+      unit.textContent = fmt.unit;
+      svg.append(unit);
+    }
     const x0 = chart.from, x1 = chart.to;
     const bucketMs = points.length > 1 ? points[1].start_ms - points[0].start_ms : 0;
     const px = (ms) => L + ((ms - x0) / (x1 - x0)) * (W - L - R);
     const py = (v) => T + (1 - (v - y.lo) / (y.hi - y.lo || 1)) * (H - T - B);
     const mid = (b) => b.start_ms + Math.max(bucketMs, 0) / 2;
 
-    for (const v of y.ticks) {
-      svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: py(v), y2: py(v) }));
-      const label = svgEl("text", { class: "axis", x: L - 5, y: py(v) + 3, "text-anchor": "end" });
-      label.textContent = fmtNumber(v);
-      svg.append(label);
-    }
-    for (let i = 0; i <= 3; i += 1) {
-      const ms = x0 + ((x1 - x0) * i) / 3;
+    y.ticks.forEach((v, i) => {
+      svg.insertBefore(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: py(v), y2: py(v) }), svg.firstChild);
+      labels[i].setAttribute("x", L - 5);
+      labels[i].setAttribute("y", py(v) + 3);
+    });
+    const intervals = W - L < 300 ? 2 : 3; // time labels that do not crowd on a phone
+    for (let i = 0; i <= intervals; i += 1) {
+      const ms = x0 + ((x1 - x0) * i) / intervals;
       const label = svgEl("text", {
         class: "axis",
         x: px(ms),
         y: H - 5,
-        "text-anchor": i === 0 ? "start" : i === 3 ? "end" : "middle",
+        "text-anchor": i === 0 ? "start" : i === intervals ? "end" : "middle",
       });
       label.textContent = timeLabel(ms, x1 - x0);
       svg.append(label);
@@ -418,14 +493,22 @@
       dot.setAttribute("visibility", "visible");
       const unit = chart.series.unit ? " " + chart.series.unit : "";
       tip.replaceChildren(
+        el("div", "tip-name", chart.series.sensor + " · " + chart.series.metric),
         el("div", "", new Date(b.start_ms).toLocaleString()),
         el("div", "", "avg " + fmtNumber(b.avg) + unit),
-        el("div", "", "min " + fmtNumber(b.min) + " · max " + fmtNumber(b.max)),
-        el("div", "", (b.count ?? "?") + " readings"),
+        el("div", "", "min " + fmtNumber(b.min) + unit + " · max " + fmtNumber(b.max) + unit),
+        el("div", "", (b.count ?? "?") + (b.count === 1 ? " reading" : " readings")),
       );
       tip.hidden = false;
-      tip.style.left = Math.min(event.clientX + 14, window.innerWidth - 190) + "px";
-      tip.style.top = event.clientY + 14 + "px";
+      // Beside the pointer, but always whole inside the window (phones included).
+      const room = document.documentElement.clientWidth;
+      const width = tip.offsetWidth, height = tip.offsetHeight;
+      let left = event.clientX + 14;
+      if (left + width > room - 4) left = Math.max(4, event.clientX - 14 - width);
+      let top = event.clientY + 14;
+      if (top + height > window.innerHeight - 4) top = Math.max(4, event.clientY - 14 - height);
+      tip.style.left = left + "px";
+      tip.style.top = top + "px";
     };
     svg.onmouseleave = () => {
       tip.hidden = true;
