@@ -23,7 +23,15 @@ import httpx
 import pytest
 
 from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS, OUTPUT, wait_js
-from tests.support import HOST, Broker, GatewayProcess, free_port, publish_many, wait_for, write_config
+from tests.support import (
+    HOST,
+    Broker,
+    GatewayProcess,
+    free_port,
+    publish_many,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +81,10 @@ def dashboard(broker: Broker, tmp_path: Path) -> Iterator[str]:
     try:
         publish_many(broker.port, history(int(time.time() * 1000)), client_id="dash-devices")
         wait_for(
-            lambda: httpx.get(f"http://{HOST}:{port}/api/v1/live", timeout=2).json()["readings_stored"]
-            >= POINTS * len(SERIES),
+            lambda: (
+                httpx.get(f"http://{HOST}:{port}/api/v1/live", timeout=2).json()["readings_stored"]
+                >= POINTS * len(SERIES)
+            ),
             60,
             what="the history stored",
         )
@@ -143,21 +153,33 @@ def test_large_numbers_long_names_and_units(dashboard: str) -> None:
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
                 page.goto(dashboard)
-                wait_js(page, f"document.querySelectorAll('#charts .chart path.line').length >= {len(SERIES)}", 60)
+                wait_js(
+                    page,
+                    f"document.querySelectorAll('#charts .chart path.line').length >= {len(SERIES)}",
+                    60,
+                )
                 page.wait_for_timeout(800)
                 charts = page.evaluate(AXIS_LABELS)
                 page.screenshot(path=str(OUTPUT / f"dashboard-devices-{name}.png"), full_page=True)
                 if name == "phone":  # close-ups at full resolution, to look at
-                    page.locator(".kpis").screenshot(path=str(OUTPUT / "dashboard-devices-phone-cards.png"))
-                    page.locator("#fleet").screenshot(path=str(OUTPUT / "dashboard-devices-phone-fleet.png"))
-                    energy = page.locator('#charts .chart[data-metric="params.switch:0.aenergy.total"]')
+                    page.locator(".kpis").screenshot(
+                        path=str(OUTPUT / "dashboard-devices-phone-cards.png")
+                    )
+                    page.locator("#fleet").screenshot(
+                        path=str(OUTPUT / "dashboard-devices-phone-fleet.png")
+                    )
+                    energy = page.locator(
+                        '#charts .chart[data-metric="params.switch:0.aenergy.total"]'
+                    )
                     energy.screenshot(path=str(OUTPUT / "dashboard-devices-phone-chart.png"))
                 _check_axes(charts)
                 width = page.evaluate("document.documentElement.scrollWidth")
                 assert width <= viewport["width"], f"{name}: page is {width} px wide"
                 # The database total, not the readings stored since this gateway started.
                 stored = page.locator("#k-stored").inner_text()
-                assert stored.replace(",", "").replace("\u202f", "") == str(POINTS * len(SERIES)), stored
+                assert stored.replace(",", "").replace("\u202f", "") == str(POINTS * len(SERIES)), (
+                    stored
+                )
                 # Full names: the fleet row carries the whole name and a chart's title too.
                 row = page.locator(f'#fleet tbody tr[data-sensor="{LONG_SENSOR}"] td.sensor')
                 assert LONG_SENSOR in row.inner_text()
