@@ -7,7 +7,8 @@ restart with a resumed broker session gets no retained configs again (the subscr
 is unchanged), so without this file the gateway would forget its devices.
 
 Written atomically: a temporary file, fsync, rename over the old one, fsync of the
-directory — a power cut leaves the old or the new file, never half of one.
+directory — a power cut leaves the old or the new file, never half of one. Mode 0600,
+like the database.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def write(path: Path, snapshot: Snapshot) -> None:
     """Save ``snapshot`` atomically and durably. Raises ``OSError``."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+        # Owner-only, like the database beside it (decision 0143), whatever the umask.
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with open(fd, "w", encoding="utf-8") as handle:
             json.dump(snapshot.to_json(), handle, ensure_ascii=False, indent=1)
             handle.flush()
             os.fsync(handle.fileno())

@@ -215,3 +215,17 @@ def test_discovered_states_in_one_millisecond_get_their_own_receive_times(tmp_pa
     assert [r.ts_ms for r in first.readings + second.readings] == [NOW, NOW + 1]
     stats = svc.registry.stats[f"{PREFIX}/sensor/livingroom/temperature/config"]
     assert (stats.messages, stats.readings) == (2, 2)  # not counted twice
+
+
+def test_the_state_file_is_owner_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = store.state_path(tmp_path / "t.db")
+    old = os.umask(0o022)
+    try:
+        store.write(path, store.Snapshot(configs={"homeassistant/sensor/x/config": "{}"}))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert store.read(path) == store.Snapshot(configs={"homeassistant/sensor/x/config": "{}"})
