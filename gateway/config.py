@@ -96,6 +96,8 @@ class MqttConfig(_Section):
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
+    buffer_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
+    max_packet_size: int = Field(0, ge=0, le=268_435_455)
     tls: TlsConfig = TlsConfig()
 
     @field_validator("shared_group")
@@ -183,6 +185,7 @@ class PipelineConfig(_Section):
     flush_interval_ms: int = Field(1000, ge=0, le=600_000)
     commit_on_idle: bool = True
     max_payload_bytes: int = Field(256 * 1024, ge=16, le=64 * 1024 * 1024)
+    max_topic_bytes: int = Field(1024, ge=16, le=65_535)
     shutdown_timeout_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
 
@@ -437,6 +440,14 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _filters_fit_the_shared_group(self) -> Settings:
+        limit = self.mqtt.max_packet_size
+        needed = self.pipeline.max_payload_bytes + self.pipeline.max_topic_bytes + 1024
+        if limit and limit < needed:
+            raise ConfigError(
+                "mqtt.max_packet_size",
+                f"{limit:,} is too small for pipeline.max_payload_bytes +"
+                f" max_topic_bytes (needs at least {needed:,}; 0 picks one)",
+            )
         group = self.mqtt.shared_group
         for index, sub in enumerate(self.subscriptions):
             key = f"subscriptions[{index}].topic"

@@ -13,6 +13,8 @@ into one of these where they enter our code, so callers never catch a library ty
     │   ├── StorageFull      disk or size cap reached (SQLITE_FULL / ENOSPC); retried, never acked
     │   └── StorageCorrupt   the database file is damaged
     ├── QueryError           a read request is invalid (bad range, unknown sensor, limits)
+    ├── ProtocolError        the broker sent bytes that are not MQTT (the connection is closed)
+    ├── IncompatibleLibrary  an installed aiomqtt/paho lacks what the MQTT adapter relies on
     └── SimError             (simulators/errors.py) the simulator failed
         ├── BrokerUnreachable    the broker cannot be reached
         └── ReportError          a --report file is missing or malformed
@@ -71,3 +73,12 @@ class StorageCorrupt(StorageError):
 
 class QueryError(TidegateError):
     """A read request is invalid (bad time range, limits exceeded, unknown format)."""
+
+
+class ProtocolError(TidegateError):
+    """The broker sent bytes that are not valid MQTT; the connection must be closed."""
+
+
+class IncompatibleLibrary(TidegateError):
+    """An installed library (aiomqtt, paho-mqtt) lacks what the MQTT adapter relies on;
+    the gateway refuses to start."""

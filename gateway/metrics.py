@@ -98,6 +98,30 @@ class StorageCounters:
 
 
 @dataclass
+class LagState:
+    """How far behind the gateway is (maintained by :mod:`gateway.lag`)."""
+
+    behind: bool = False
+    reason: str = ""
+    since: float = 0.0
+    """``time.time()`` when it started falling behind (0 when not behind)."""
+    reading_age_s: float = 0.0
+    """Age of the newest reading in the last committed batch (its timestamp to the
+    commit), smoothed; readings from the broker's backlog make it grow."""
+    receipt_to_commit_s: float = 0.0
+    """Seconds from a message's arrival to its commit, last batch (max)."""
+    broker_dropped: int | None = None
+    """Mosquitto's ``$SYS/broker/publish/messages/dropped`` (broker-wide), None when the
+    broker does not publish it (or ``$SYS`` is not readable)."""
+    broker_stored: int | None = None
+    """``$SYS/broker/store/messages/count``: messages the broker holds."""
+    broker_stored_bytes: int | None = None
+    """``$SYS/broker/store/messages/bytes``."""
+    dropped_since_start: int = 0
+    """Growth of ``broker_dropped`` since the gateway first saw it."""
+
+
+@dataclass
 class Metrics:
     """Everything the gateway counts. Message counts are per MQTT message; ``readings_*``
     per reading."""
@@ -115,11 +139,20 @@ class Metrics:
     acks_sent: int = 0
     acks_dropped: int = 0
     """Acks not sent because their connection was gone (the broker redelivers those)."""
+    queue_full_waits: int = 0
+    """Times a reader had to wait for room in the pipeline queue (backpressure)."""
     paused_reads: int = 0
+    """Times a connection's buffer reached ``mqtt.buffer_bytes`` and the socket was held."""
+    messages_rejected_by_reader: int = 0
+    """Messages dead-lettered before decoding: payload or topic over its bound, topic not
+    UTF-8 (oversized payloads were skipped as they streamed in)."""
     connected: int = 0
     storage_ok: bool = True
     storage_error: str = ""
     subscriptions_refused: dict[str, str] = field(default_factory=dict)
+    failure: str = ""
+    """Set when a long-lived task failed: the gateway drains and exits non-zero."""
+    lag: LagState = field(default_factory=lambda: LagState())
     """Broker filter → why the broker refused it (SUBACK failure code); /readyz reports it."""
     by_subscription: dict[str, SubscriptionCounters] = field(default_factory=dict)
     commit_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))

@@ -59,6 +59,16 @@ class Pipeline:
         self._frozen = False
         self._failing_since: float | None = None
 
+    @property
+    def running(self) -> bool:
+        """True while the writer task is alive."""
+        return self._writer is not None and not self._writer.done()
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The long-lived tasks (the writer), for supervision."""
+        return [self._writer] if self._writer is not None else []
+
     def start(self) -> None:
         """Start the writer task.
 
@@ -91,6 +101,8 @@ class Pipeline:
             metrics.messages_empty += 1
             envelope.ack()
             return
+        if self._queued_readings >= self.readings_limit or self.queue.full():
+            metrics.queue_full_waits += 1  # backpressure: the reader waits for room
         while self._queued_readings >= self.readings_limit:
             self._room.clear()
             await self._room.wait()

@@ -30,7 +30,15 @@ from gateway.validation import DecodeContext, Limits
 
 log = logging.getLogger(__name__)
 
-_TOPIC_CACHE_MAX = 50_000
+_TOPIC_CACHE_BYTES = 32 << 20
+"""Byte budget of the per-topic cache: each entry is charged :func:`_entry_cost` (about
+1 KB of objects plus its topic, measured with tracemalloc), so a fleet of 10,000 sensors ×
+3 metrics fits and a flood of distinct long topics cannot grow memory past it."""
+
+
+def _entry_cost(topic: str) -> int:
+    return 1024 + 2 * len(topic)
+
 
 DISCOVERY_LABEL = "discovery"
 DISCOVERY_CONFIG_LABEL = "discovery-config"
@@ -150,6 +158,7 @@ class Router:
         self.discovery = discovery
         self._discovery_version = discovery.version if discovery is not None else 0
         self._by_topic: dict[str, _Prepared] = {}
+        self._cache_bytes = 0
         self.clock = clock or ReceiveClock()
         """Gives readings without a timestamp receive times that never collide within a
         series (gateway.receive_time)."""
@@ -161,18 +170,22 @@ class Router:
 
     def _prepared(self, topic: str) -> _Prepared:
         """The cached per-topic work: subscription lookup, topic template match and the
-        decode context (bounded: the cache is dropped and rebuilt when full)."""
+        decode context (bounded in bytes: the cache is dropped and rebuilt when full)."""
         discovery = self.discovery
         if discovery is not None and discovery.version != self._discovery_version:
             self._discovery_version = discovery.version
             self._by_topic.clear()  # entities or units changed
+            self._cache_bytes = 0
         cached = self._by_topic.get(topic)
         if cached is not None:
             return cached
         prepared = self._prepare(topic)
-        if len(self._by_topic) >= _TOPIC_CACHE_MAX:
-            self._by_topic.clear()  # bounded; rebuilt on demand
+        cost = _entry_cost(topic)
+        if self._cache_bytes + cost > _TOPIC_CACHE_BYTES:
+            self._by_topic.clear()  # bounded in bytes; rebuilt on demand
+            self._cache_bytes = 0
         self._by_topic[topic] = prepared
+        self._cache_bytes += cost
         return prepared
 
     def _prepare(self, topic: str) -> _Prepared:

@@ -26,7 +26,13 @@ from gateway.models import NO_TAGS, Tags
 from gateway.validation import Limits, check_name
 
 _DEFAULT_LIMITS = Limits()
-_CACHE_MAX = 10_000
+_CACHE_BYTES = 8 << 20
+"""Byte budget of a template's match cache (entries charged ~600 bytes plus the topic)."""
+
+
+def _entry_cost(topic: str) -> int:
+    return 600 + 2 * len(topic)
+
 
 MAX_TOPIC_BYTES = 65_535
 """MQTT strings carry a two-byte length: a topic or filter is at most this many bytes."""
@@ -113,6 +119,10 @@ class TopicTemplate:
         default_factory=dict, compare=False, repr=False, hash=False
     )
     """Recent topics already matched (sensors publish to the same topic again and again)."""
+    _cache_bytes: list[int] = field(
+        default_factory=lambda: [0], compare=False, repr=False, hash=False
+    )
+    """One-element list (the dataclass is frozen): bytes charged to ``_cache``."""
 
     @classmethod
     def parse(cls, text: str) -> TopicTemplate:
@@ -161,9 +171,12 @@ class TopicTemplate:
         if hit is not None:
             return dict(hit[0]), hit[1]
         fields, tags = self._match(topic, limits)
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()  # bounded; refilled by the topics still in use
+        cost = _entry_cost(topic)
+        if self._cache_bytes[0] + cost > _CACHE_BYTES:
+            self._cache.clear()  # bounded in bytes; refilled by the topics still in use
+            self._cache_bytes[0] = 0
         self._cache[key] = (fields, tags)
+        self._cache_bytes[0] += cost
         return dict(fields), tags
 
     def _match(self, topic: str, limits: Limits) -> tuple[dict[str, str], Tags]:

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from gateway.api import params, prometheus
 from gateway.api.state import ApiState
 from gateway.csv_cells import safe_cell
+from gateway.health import readiness
 from gateway.request import AggregateQuery, Limit, ReadingsQuery, check_buckets
 from gateway.storage.base import Bucket, Latest, ReadingRow, Stats
 from gateway.validation import format_ms
@@ -87,23 +88,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Broker connected, every subscription granted and database writable; 503 with
-    reasons otherwise."""
+    """Ready (200), degraded (200, falling behind, with the reason) or not ready (503:
+    a task failed, broker not connected, a subscription refused, database not
+    writable) — :func:`gateway.health.readiness`."""
     state = state_of(request)
-    metrics = state.gateway.metrics
-    reasons: list[str] = []
-    if not state.gateway.source.connected:
-        reasons.append("broker not connected")
-    if not metrics.storage_ok:
-        detail = metrics.storage_error or "last write failed"
-        reasons.append(f"database not writable: {detail}")
-    for topic_filter, why in sorted(metrics.subscriptions_refused.items()):
-        reasons.append(f"broker refused subscription {topic_filter!r}: {why}")
-    if reasons:
-        return reply(
-            {"status": "not ready", "reasons": reasons, "error": "; ".join(reasons)}, status=503
-        )
-    return reply({"status": "ready", "reasons": []})
+    verdict = readiness(state.gateway.metrics, state.gateway.source.connected)
+    body = {"status": verdict.status, "reasons": verdict.reasons}
+    if not verdict.ok:
+        return reply({**body, "error": "; ".join(verdict.reasons)}, status=503)
+    return reply(body)
 
 
 # --- metrics and live figures --------------------------------------------------------

@@ -84,7 +84,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "reasons"],
         "properties": {
-            "status": {"type": "string", "enum": ["ready", "not ready"]},
+            "status": {"type": "string", "enum": ["ready", "degraded", "not ready"]},
             "reasons": {"type": "array", "items": {"type": "string"}},
             "error": {"type": "string"},
         },
@@ -307,8 +307,15 @@ def document() -> dict[str, Any]:
             "/readyz": _get(
                 "Readiness",
                 {
-                    "200": _json(_ref("Ready"), "Broker connected and database writable"),
-                    "503": _json(_ref("Ready"), "Not ready, with reasons"),
+                    "200": _json(
+                        _ref("Ready"),
+                        "Ready, or degraded (falling behind; the reason says how far)",
+                    ),
+                    "503": _json(
+                        _ref("Ready"),
+                        "Not ready, with reasons (a task failed, broker not connected,"
+                        " subscription refused, database not writable)",
+                    ),
                     **_COMMON_ERRORS,
                 },
                 tag="health",

@@ -139,9 +139,19 @@ def render(
             "Acks not sent because their connection was gone (the broker redelivers).",
         ),
         (
+            "tidegate_queue_full_waits_total",
+            metrics.queue_full_waits,
+            "Times a reader waited for room in the full queue (backpressure).",
+        ),
+        (
             "tidegate_paused_reads_total",
             metrics.paused_reads,
-            "Times reading paused because the queue was full (backpressure).",
+            "Times a connection's buffer reached mqtt.buffer_bytes and the socket was held.",
+        ),
+        (
+            "tidegate_messages_rejected_by_reader_total",
+            metrics.messages_rejected_by_reader,
+            "Messages dead-lettered before decoding (payload or topic over its bound).",
         ),
     ):
         out.single(name, "counter", help_text, value)

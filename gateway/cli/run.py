@@ -1,4 +1,8 @@
-"""``tidegate run``: run the gateway until SIGINT/SIGTERM."""
+"""``tidegate run``: run the gateway until SIGINT/SIGTERM.
+
+Exit status: 0 after a clean shutdown; 1 when the shutdown timeout left messages
+unacknowledged (redelivered next start); 2 bad configuration; 70 a long-lived task
+failed (logged with its traceback) — restart it (systemd ``Restart=always``)."""
 
 from __future__ import annotations
 
@@ -45,5 +49,4 @@ def handle(args: argparse.Namespace) -> int:
     tune_interpreter()
     factory = _event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        clean = runner.run(serve(settings, default_services(settings)))
-    return 0 if clean else 1
+        return runner.run(serve(settings, default_services(settings)))

@@ -8,12 +8,17 @@ Per connection:
   ``clean_start=False`` plus a session expiry) whose subscriptions are reconciled on
   every connect with the wanted filters (:mod:`gateway.sources.subscriptions`): added
   filters subscribed, removed ones unsubscribed, the change logged;
-* a bounded buffer filled by the adapter's socket reader (every message of one read
-  at once) and drained by the reader coroutine, which decodes each message
-  (:class:`Router`) and submits it to the pipeline. When the pipeline is full the
-  reader waits; when the buffer reaches ``receive_maximum`` the socket is no longer
-  read (the buffer holds at most that plus one read's worth) — backpressure reaches
-  the broker, nothing is dropped;
+* a buffer filled by the adapter's socket reader (every message of one read at once)
+  and drained by the reader coroutine, which decodes each message (:class:`Router`)
+  and submits it to the pipeline. When the pipeline is full the reader coroutine waits
+  but the socket is still read, so keepalive (PINGRESP) and QoS 2 releases (PUBREL)
+  keep working through a long storage outage; what arrives meanwhile is bounded by the
+  broker's in-flight window. Only if the buffer passes ``mqtt.buffer_bytes`` (a broker
+  releasing past its window, a QoS 0 flood) is the socket no longer read until it is
+  half empty — backpressure reaches the broker, nothing is dropped;
+* messages the reader marked (payload over ``pipeline.max_payload_bytes``, skipped as
+  it streamed in; topic over ``pipeline.max_topic_bytes``; invalid UTF-8) become dead
+  letters without touching the router or its caches, and are acked;
 * acks sent only by the pipeline after commit, and only on the connection the message
   arrived on (a packet id from an earlier connection means nothing; the broker
   redelivers those and the sink ignores the repeats).
@@ -26,6 +31,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections import deque
 from functools import partial
 from pathlib import Path
@@ -36,11 +42,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.config import MqttConfig, SubscriptionConfig
+from gateway import faults
+from gateway.config import MqttConfig, PipelineConfig, SubscriptionConfig
+from gateway.errors import ProtocolError
 from gateway.metrics import Metrics
+from gateway.models import DeadLetter, Envelope
 from gateway.pipeline import Pipeline
 from gateway.router import Router
 from gateway.sources import _paho_adapter as adapter
+from gateway.sources.packets import MESSAGE_OVERHEAD
 from gateway.sources.subscriptions import (
     CONFIG_OWNER,
     FilterGroup,
@@ -53,7 +63,17 @@ from gateway.sources.subscriptions import (
 log = logging.getLogger(__name__)
 
 
-def build_client(config: MqttConfig, client_id: str) -> aiomqtt.Client:
+def max_packet_size(config: MqttConfig, pipeline: PipelineConfig) -> int:
+    """The MQTT 5 Maximum Packet Size the gateway announces: ``mqtt.max_packet_size``,
+    or (0) four times ``pipeline.max_payload_bytes``, at least 1 MiB. Messages between
+    ``max_payload_bytes`` and this are received, skipped and dead-lettered (visible);
+    an MQTT 5 broker does not send larger ones at all."""
+    if config.max_packet_size:
+        return config.max_packet_size
+    return min(268_435_455, max(1 << 20, 4 * pipeline.max_payload_bytes))
+
+
+def build_client(config: MqttConfig, client_id: str, packet_limit: int = 1 << 20) -> aiomqtt.Client:
     """A fresh, unconnected aiomqtt client for one connection attempt."""
     tls_params = None
     if config.tls.active:
@@ -78,6 +98,7 @@ def build_client(config: MqttConfig, client_id: str) -> aiomqtt.Client:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = config.session_expiry_s
         props.ReceiveMaximum = config.receive_maximum
+        props.MaximumPacketSize = packet_limit
         return aiomqtt.Client(
             config.host,
             config.port,
@@ -115,6 +136,8 @@ class Connection:
     ) -> None:
         self.index = index
         self.config = config
+        self.limits: PipelineConfig = pipeline.config
+        self.packet_limit = max_packet_size(config, self.limits)
         self.registry = registry
         self.store = store
         self.router = router
@@ -124,7 +147,9 @@ class Connection:
             config.client_id if config.connections == 1 else f"{config.client_id}-{index}"
         )
         self.pending: deque[adapter.RawMessage] = deque()
-        self.high_water = max(16, config.receive_maximum)
+        self.pending_bytes = 0
+        """Size of ``pending`` as the reader counts it (:func:`packets.message_size`)."""
+        self.high_water = config.buffer_bytes
         self.low_water = self.high_water // 2
         self.handle: adapter.PahoHandle | None = None
         self.client: aiomqtt.Client | None = None
@@ -132,6 +157,7 @@ class Connection:
         self.subscribed: Record = {}
         """What the broker session holds now (valid while connected)."""
         self._sub_lock = asyncio.Lock()
+        self.reader_task: asyncio.Task[None] | None = None
         self._connects = 0
         self.connected = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -144,14 +170,14 @@ class Connection:
 
     # -- paho callback side (runs inside loop_read on the event loop thread) --
 
-    def _on_messages(self, messages: list[adapter.RawMessage]) -> None:
+    def _on_messages(self, messages: list[adapter.RawMessage], size: int) -> None:
         """Everything one socket read brought (called by the adapter on the loop)."""
-        pending = self.pending
-        pending.extend(messages)
+        self.pending.extend(messages)
+        self.pending_bytes += size
         self._idle.clear()
         self._wakeup.set()
-        handle = messages[-1][4]
-        if len(pending) >= self.high_water and not handle.paused:
+        handle = messages[-1][5]
+        if self.pending_bytes >= self.high_water and not handle.paused:
             self._backpressured = True
             self.metrics.paused_reads += 1
             adapter.pause_reading(handle)
@@ -166,21 +192,43 @@ class Connection:
 
     # -- reader coroutine --
 
+    def _reject(self, topic: str, payload: bytes, problem: str) -> Envelope:
+        """A dead letter for a message the reader marked; the router (and its caches)
+        never see a topic that is too long or not UTF-8."""
+        label = ""
+        if not problem.startswith("topic"):
+            route = self.router.route_for(topic)
+            label = route.label if route is not None else ""
+        self.metrics.messages_rejected_by_reader += 1
+        return Envelope(
+            [],
+            DeadLetter(int(time.time() * 1000), topic, payload, problem, label),
+            subscription=label,
+            received_at=time.monotonic(),
+        )
+
     async def read_loop(self) -> None:
         """Decode buffered messages and hand them to the pipeline, forever."""
         pending = self.pending
         route = self.router.route
         submit = self.pipeline.submit
+        reject = self._reject
+        crash_at = int(faults.value("reader-crash") or 0)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while pending:
-                topic, payload, qos, mid, handle = pending.popleft()
-                envelope = route(topic, payload)
+                topic, payload, qos, mid, problem, handle = pending.popleft()
+                self.pending_bytes -= len(topic) + len(payload) + MESSAGE_OVERHEAD
+                if crash_at:
+                    crash_at -= 1
+                    if not crash_at:
+                        raise RuntimeError("test fault reader-crash: the reader fails")
+                envelope = reject(topic, payload, problem) if problem else route(topic, payload)
                 if qos:
                     envelope.ack = partial(self._ack, handle, mid, qos)
                 await submit(envelope)
-                if self._backpressured and len(pending) <= self.low_water:
+                if self._backpressured and self.pending_bytes <= self.low_water:
                     self._backpressured = False
                     if self.handle is not None and not self._stopped_reading:
                         adapter.resume_reading(self.handle)
@@ -199,10 +247,15 @@ class Connection:
         """Connect, subscribe, wait for the connection to end, reconnect; until closed."""
         attempt = 0
         while not self._closing.is_set():
-            client = build_client(self.config, self.client_id)
+            client = build_client(self.config, self.client_id, self.packet_limit)
             # Session messages can arrive (and even commit) before __aenter__ returns:
             # each message carries its connection's handle for the ack.
-            handle = adapter.configure(client, self._on_messages)
+            handle = adapter.configure(
+                client,
+                self._on_messages,
+                max_payload=self.limits.max_payload_bytes,
+                max_topic=self.limits.max_topic_bytes,
+            )
             try:
                 async with asyncio.timeout(self.config.connect_timeout_s):
                     await client.__aenter__()
@@ -218,7 +271,7 @@ class Connection:
             attempt = 0
             try:
                 await self._on_connected(client, handle)
-                if self._stopped_reading:
+                if self._stopped_reading or self._backpressured:
                     adapter.pause_reading(handle)
                 self.connected.set()
                 self.metrics.connected += 1
@@ -234,6 +287,10 @@ class Connection:
                     self._state("disconnected")
                 else:
                     error = lost.result() if lost.done() and not lost.cancelled() else None
+                    if error is not None and not isinstance(
+                        error, aiomqtt.MqttError | OSError | ProtocolError
+                    ):
+                        raise error  # a bug in the reader: the supervisor fails the gateway
                     self._state(
                         "connection lost", str(error or "closed by broker"), logging.WARNING
                     )
@@ -244,6 +301,7 @@ class Connection:
                 if self.connected.is_set():
                     self.metrics.connected -= 1
                 self.connected.clear()
+                adapter.stop_holding(handle)
                 self.handle = None
                 self.client = None
             if not self._closing.is_set():
@@ -376,13 +434,15 @@ class Connection:
             async with asyncio.timeout(delay):
                 await self._closing.wait()
 
-    async def stop_reading(self) -> None:
-        """Stop taking messages from the broker and wait until everything already
-        received was handed to the pipeline."""
+    async def stop_reading(self, wait: bool = True) -> None:
+        """Stop taking messages from the broker and (``wait``) wait until everything
+        already received was handed to the pipeline (not for a reader that failed)."""
         self._stopped_reading = True
         if self.handle is not None:
             adapter.pause_reading(self.handle)
         self._wakeup.set()
+        if not wait or (self.reader_task is not None and self.reader_task.done()):
+            return
         await self._idle.wait()
 
     def close(self) -> None:
@@ -433,13 +493,19 @@ class MqttSource:
         results = await asyncio.gather(*(conn.resync() for conn in scope))
         return all(results)
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The long-lived tasks (each connection's runner and reader), for supervision."""
+        return list(self._tasks)
+
     def start(self) -> None:
         """Start every connection and its reader."""
         for conn in self.connections:
             self._tasks.append(asyncio.create_task(conn.run(), name=f"mqtt-{conn.client_id}"))
-            self._tasks.append(
-                asyncio.create_task(conn.read_loop(), name=f"reader-{conn.client_id}")
+            conn.reader_task = asyncio.create_task(
+                conn.read_loop(), name=f"reader-{conn.client_id}"
             )
+            self._tasks.append(conn.reader_task)
 
     @property
     def connected(self) -> bool:
@@ -456,9 +522,10 @@ class MqttSource:
             return False
         return True
 
-    async def stop_reading(self) -> None:
-        """Stop reading on every connection; returns when buffers are handed over."""
-        await asyncio.gather(*(c.stop_reading() for c in self.connections))
+    async def stop_reading(self, wait: bool = True) -> None:
+        """Stop reading on every connection; with ``wait``, returns when buffers are
+        handed over."""
+        await asyncio.gather(*(c.stop_reading(wait) for c in self.connections))
 
     async def close(self) -> None:
         """Disconnect every connection and end all tasks."""

@@ -21,6 +21,7 @@ def gateway_config(
     db: Path,
     *,
     client_id: str = "tidegate-test",
+    keepalive: int = 10,
     subscriptions: str = "",
     mqtt: str = "",
     pipeline: str = "",
@@ -38,7 +39,7 @@ def gateway_config(
 host = "{HOST}"
 port = {broker_port}
 client_id = "{client_id}"
-keepalive = 10
+keepalive = {keepalive}
 reconnect_min_s = 0.1
 reconnect_max_s = 1.0
 {mqtt}

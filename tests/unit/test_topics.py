@@ -377,3 +377,20 @@ def test_check_config_rejects_a_bad_filter_with_exit_2(tmp_path: Path, topic: st
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "subscriptions[0].topic" in lines[0]
+
+
+def test_topic_caches_are_bounded_in_bytes() -> None:
+    """Distinct long topics (a flood of 1 KB topics) cannot grow the router's or a
+    template's cache past its byte budget."""
+    from gateway import router as router_module
+    from gateway import topics as topics_module
+
+    subs = [SubscriptionConfig(topic="t/#", topic_template="t/{sensor_id}/#")]
+    router = Router(subs, Limits(), 1000)
+    template = router.routes[0].template
+    assert template is not None
+    for i in range(20_000):
+        router.route(f"t/s{i}/" + "x" * 1000, b"1")
+        assert router._cache_bytes <= router_module._TOPIC_CACHE_BYTES
+        assert template._cache_bytes[0] <= topics_module._CACHE_BYTES
+    assert len(router._by_topic) < 20_000
