@@ -147,6 +147,10 @@ class Fleet:
     def tick(self, index: int, k: int) -> bool:
         """Serve tick ``k`` of sensor ``index``; False once the sensor sent its count."""
         sensor = self.sensors[index]
+        if self.samples_per_sensor is not None and sensor.count >= self.samples_per_sensor:
+            # Already finished: a pacer running behind can hand out several due ticks of
+            # one sensor in one pass; the ones after its last must not publish.
+            return False
         rates = self.rates
         rng = self.rng
         if sensor.silent_left > 0:

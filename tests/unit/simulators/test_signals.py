@@ -166,6 +166,21 @@ def test_count_stops_a_sensor_and_releases_held_samples() -> None:
     assert len(temps) == 10
 
 
+def test_ticks_after_the_count_publish_nothing() -> None:
+    """A pacer running behind can hand out several due ticks of one sensor in one pass:
+    those after its last sample must not publish (runs overshot --count by a few)."""
+    clock = [1_750_000_000_000]
+    fleet, capture, _ = make_fleet(FaultRates(), clock, count=3, n=1)
+    results = []
+    for k in range(6):
+        clock[0] += 1000
+        results.append(fleet.tick(0, k))
+    assert results == [True, True, False, False, False, False]
+    temps = [m for _i, m, t, _d, _l in capture.sent if m.topic.endswith("temperature")]
+    assert len(temps) == 3
+    assert fleet.finished == 1
+
+
 def test_faults_replace_messages_and_duplicates_repeat_them() -> None:
     clock = [1_750_000_000_000]
     fleet, capture, _ledger = make_fleet(
