@@ -1,8 +1,11 @@
 """``tidegate-sim verify``: compare a run's report with the gateway's database.
 
-Read-only SQL on the gateway's schema (``series``, ``readings``, ``dead_letters``).
-For each (sensor, metric) of the report, every series row with that sensor and metric
-is read (whatever its unit and tags) over the run's time window:
+Reads the database through the gateway's read interface
+(:class:`gateway.storage.base.ReadStore`), all of it from **one snapshot**: a gateway
+that keeps ingesting and compacting meanwhile (moving readings between its tables)
+cannot make a reading look missing or stored twice. For each (sensor, metric) of the
+report, every series with that sensor and metric is read (whatever its unit and tags)
+over the run's time window:
 
 * **missing**: acknowledged by the broker but not stored — the gateway lost data;
 * **unexpected**: stored in the window but never sent — invented or misattributed;
@@ -20,15 +23,18 @@ nothing is stored twice or invented.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
-import sqlite3
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gateway.errors import StorageError
-from gateway.storage.sqlite.connection import open_readonly
-from gateway.storage.sqlite.schema import has_hot_table
+from gateway.config import StorageConfig
+from gateway.request import ReadingsQuery
+from gateway.storage.backends import read_store
+from gateway.storage.base import Reads, Selection
 from gateway.validation import format_ms
 from simulators.report import LoadedReport, load_report
 
@@ -79,49 +85,14 @@ class Verdict:
         return data
 
 
-def _series_rows(conn: sqlite3.Connection, sensor_id: str, metric: str) -> list[tuple[int, str]]:
-    return [
-        (int(row[0]), str(row[1]))
-        for row in conn.execute(
-            "SELECT id, unit FROM series WHERE sensor_id = ? AND metric = ?", (sensor_id, metric)
-        )
-    ]
-
-
-class _StoredReadings:
-    """Stored timestamps per series. With the hot/cold layout (schema 3) the hot table is
-    read once up front (it is keyed by time, so a per-series lookup would scan it)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        split = has_hot_table(conn)
-        self.table = "readings_cold" if split else "readings"
-        self.hot: dict[int, list[int]] = {}
-        if split:
-            for series_id, ts in conn.execute("SELECT series_id, ts FROM readings_hot"):
-                self.hot.setdefault(int(series_id), []).append(int(ts))
-
-    def between(self, series_id: int, low: int, high: int) -> list[int]:
-        found = [
-            int(row[0])
-            for row in self.conn.execute(
-                f"SELECT ts FROM {self.table} WHERE series_id = ? AND ts BETWEEN ? AND ?",
-                (series_id, low, high),
-            )
-        ]
-        found.extend(ts for ts in self.hot.get(series_id, ()) if low <= ts <= high)
-        return found
-
-
 def _example(sensor: str, metric: str, ts: int) -> str:
     return f"{sensor}/{metric} @ {format_ms(ts)} ({ts})"
 
 
-def compare(report: LoadedReport, conn: sqlite3.Connection, database: str = "") -> Verdict:
-    """Compare ``report`` with the database behind ``conn`` (read-only)."""
+async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Verdict:
+    """Compare ``report`` with what ``reads`` (one snapshot of a store) holds."""
     verdict = Verdict(run_id=report.run_id, database=database, qos=report.qos)
     verdict.series = len(report.series)
-    stored_readings = _StoredReadings(conn)
     for item in report.series:
         acked = set(item.acked)
         unconfirmed = set(item.unconfirmed) - acked
@@ -131,16 +102,27 @@ def compare(report: LoadedReport, conn: sqlite3.Connection, database: str = "") 
         everything = acked | unconfirmed
         low = min([report.started_at_ms, *([min(everything)] if everything else [])])
         high = max([report.ended_at_ms, *([max(everything)] if everything else [])])
+        series = await reads.series(item.sensor_id, item.metric, counts=False)
+        verdict.unit_mismatches += sum(1 for s in series if s.unit != item.unit)
         stored: set[int] = set()
-        for series_id, unit in _series_rows(conn, item.sensor_id, item.metric):
-            if unit != item.unit:
-                verdict.unit_mismatches += 1
-            values = stored_readings.between(series_id, low, high)
-            for ts in values:
-                if ts in stored:
-                    verdict.duplicates_stored += 1
-                stored.add(ts)
-            verdict.duplicates_stored += len(values) - len(set(values))
+        if series:
+            query = ReadingsQuery(
+                sensor=item.sensor_id,
+                metric=item.metric,
+                since_ms=low,
+                until_ms=high + 1,
+                limit=0,
+            )
+            by_series: dict[int, list[int]] = {}
+            async for chunk in reads.stream_readings(query, chunk=10_000):
+                for row in chunk:
+                    by_series.setdefault(row.series_id, []).append(row.ts_ms)
+            for values in by_series.values():
+                for ts in values:
+                    if ts in stored:
+                        verdict.duplicates_stored += 1
+                    stored.add(ts)
+                verdict.duplicates_stored += len(values) - len(set(values))
         verdict.stored += len(stored & acked)
         missing = acked - stored
         verdict.missing += len(missing)
@@ -151,7 +133,7 @@ def compare(report: LoadedReport, conn: sqlite3.Connection, database: str = "") 
         for ts in sorted(unexpected)[: max(0, EXAMPLES - len(verdict.unexpected_examples))]:
             verdict.unexpected_examples.append(_example(item.sensor_id, item.metric, ts))
         verdict.unconfirmed_stored += len(stored & unconfirmed)
-    _check_faults(report, conn, verdict)
+    await _check_faults(report, reads, verdict)
     if verdict.unit_mismatches:
         verdict.notes.append(
             f"{verdict.unit_mismatches} series stored with another unit than the simulator sent"
@@ -164,23 +146,19 @@ def compare(report: LoadedReport, conn: sqlite3.Connection, database: str = "") 
     return verdict
 
 
-def _check_faults(report: LoadedReport, conn: sqlite3.Connection, verdict: Verdict) -> None:
+async def _check_faults(report: LoadedReport, reads: Reads, verdict: Verdict) -> None:
     prefix = f"{report.fault_marker}{report.run_id}-"
     pattern = re.compile(re.escape(prefix.encode()) + rb"([0-9]+)")
     found: dict[int, int] = {}
-    try:
-        rows = conn.execute(
-            "SELECT payload FROM dead_letters WHERE received_at >= ? AND instr(payload, ?) > 0",
-            (report.started_at_ms - WINDOW_SLACK_MS, prefix.encode()),
-        )
-        for (payload,) in rows:
-            data = bytes(payload) if not isinstance(payload, str) else payload.encode()
-            match = pattern.search(data)
+    selection = Selection(
+        since_ms=report.started_at_ms - WINDOW_SLACK_MS, payload_contains=prefix.encode()
+    )
+    async for chunk in reads.stream_dead_letters(selection, limit=0):
+        for dead in chunk:
+            match = pattern.search(dead.payload)
             if match is not None:
                 n = int(match.group(1))
                 found[n] = found.get(n, 0) + 1
-    except sqlite3.OperationalError as exc:
-        raise StorageError(f"cannot read dead_letters: {exc}") from None
     verdict.faults_expected = len(report.acked_faults)
     verdict.dead_letter_rows = sum(found.values())
     verdict.faults_dead_lettered = len(report.acked_faults & found.keys())
@@ -196,16 +174,34 @@ def _check_faults(report: LoadedReport, conn: sqlite3.Connection, verdict: Verdi
         )
 
 
-def verify(report_path: Path, db_path: Path) -> Verdict:
-    """Load the report, open the database read-only, compare."""
-    report = load_report(report_path)
-    conn = open_readonly(db_path)
+async def verify_async(report: LoadedReport, db_path: Path) -> Verdict:
+    """Compare ``report`` with one snapshot of the database at ``db_path``."""
+    store = read_store(StorageConfig(), path=Path(db_path), threads=1, timeout_s=None)
     try:
-        return compare(report, conn, str(db_path))
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read {db_path}: {exc}") from None
+        async with store.snapshot() as snapshot:
+            return await compare(report, snapshot, str(db_path))
     finally:
-        conn.close()
+        await store.close()
+
+
+T = TypeVar("T")
+
+
+def _run(call: Coroutine[Any, Any, T]) -> T:
+    """Run ``call`` to the end from synchronous code, on a loop of its own (in a thread
+    when the caller runs a loop already)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(call)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, call).result()
+
+
+def verify(report_path: Path, db_path: Path) -> Verdict:
+    """Load the report, read the database from one snapshot, compare."""
+    report = load_report(report_path)
+    return _run(verify_async(report, db_path))
 
 
 def render(verdict: Verdict) -> str:

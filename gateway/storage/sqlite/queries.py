@@ -10,6 +10,10 @@ these on worker threads behind the :class:`gateway.storage.base.ReadStore` inter
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
+import operator
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,13 +54,55 @@ def find_series(
     return [(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4])) for r in rows]
 
 
-def readings(conn: sqlite3.Connection, query: ReadingsQuery) -> Iterator[ReadingRow]:
+class HotSnapshot:
+    """The whole hot table, read once, indexed by series: for a snapshot (one read
+    transaction) that reads many series. The hot table is keyed by time, so reading one
+    series from it scans it; within one snapshot it cannot change, so one pass serves
+    every later call (``tidegate-sim verify`` over thousands of series)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._rows: dict[int, tuple[list[int], list[float]]] = {}
+        for series_id, ts, value in conn.execute(
+            f"SELECT series_id, ts, value FROM {HOT} ORDER BY series_id, ts"
+        ):
+            stamps, values = self._rows.setdefault(series_id, ([], []))
+            stamps.append(ts)
+            values.append(value)
+
+    def summary(self) -> dict[int, tuple[int, int, float, int]]:
+        """series id → (first ts, last ts, last value, count)."""
+        return {
+            sid: (stamps[0], stamps[-1], values[-1], len(stamps))
+            for sid, (stamps, values) in self._rows.items()
+        }
+
+    def between(
+        self, series_id: int, since_ms: int | None, until_ms: int | None
+    ) -> Iterator[tuple[int, int, float]]:
+        """``(ts, series_id, value)`` of one series in ``[since, until)``, by time."""
+        found = self._rows.get(series_id)
+        if found is None:
+            return
+        stamps, values = found
+        lo = 0 if since_ms is None else bisect.bisect_left(stamps, since_ms)
+        hi = len(stamps) if until_ms is None else bisect.bisect_left(stamps, until_ms)
+        for i in range(lo, hi):
+            yield stamps[i], series_id, values[i]
+
+
+def readings(
+    conn: sqlite3.Connection, query: ReadingsQuery, hot: HotSnapshot | None = None
+) -> Iterator[ReadingRow]:
     """Readings ordered by ``(ts, series_id)`` within ``[since, until)`` (see
-    :class:`~gateway.request.ReadingsQuery`); ``limit`` 0 means all rows (streamed)."""
+    :class:`~gateway.request.ReadingsQuery`); ``limit`` 0 means all rows (streamed).
+
+    With ``hot`` (the hot table of the same snapshot), only the per-series table is
+    read with SQL and the hot rows come from ``hot``, merged in order."""
     series = find_series(conn, query.sensor, query.metric)
     if not series:
         return
     by_id = {s[0]: s for s in series}
+    split = hot is not None and has_hot_table(conn)
     where = [f"series_id IN ({','.join('?' * len(by_id))})"]
     params: list[object] = list(by_id)
     if query.since_ms is not None:
@@ -71,7 +117,7 @@ def readings(conn: sqlite3.Connection, query: ReadingsQuery) -> Iterator[Reading
         params.extend(query.after)
     order = "DESC" if descending else "ASC"
     sql = (
-        "SELECT series_id, ts, value FROM readings WHERE "
+        f"SELECT ts, series_id, value FROM {COLD if split else 'readings'} WHERE "
         + " AND ".join(where)
         + f" ORDER BY ts {order}, series_id {order}"
     )
@@ -79,13 +125,31 @@ def readings(conn: sqlite3.Connection, query: ReadingsQuery) -> Iterator[Reading
         sql += " LIMIT ?"
         params.append(query.limit)
     cursor = conn.execute(sql, params)
-    while True:
-        chunk = cursor.fetchmany(1000)
-        if not chunk:
-            return
-        for series_id, ts_ms, value in chunk:
-            _sid, sensor_id, metric_name, unit, tags = by_id[series_id]
-            yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
+    rows: Iterator[tuple[int, int, float]] = itertools.chain.from_iterable(
+        iter(lambda: cursor.fetchmany(1000), [])
+    )
+    if split:
+        assert hot is not None
+        after = query.after
+        extra = sorted(
+            (
+                row
+                for sid in by_id
+                for row in hot.between(sid, query.since_ms, query.until_ms)
+                if after is None
+                or ((row[0], row[1]) < after if descending else (row[0], row[1]) > after)
+            ),
+            reverse=descending,
+        )
+        rows = heapq.merge(rows, extra, key=_KEY, reverse=descending)
+        if query.limit:
+            rows = itertools.islice(rows, query.limit)
+    for ts_ms, series_id, value in rows:
+        _sid, sensor_id, metric_name, unit, tags = by_id[series_id]
+        yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
+
+
+_KEY = operator.itemgetter(0, 1)
 
 
 def series(
@@ -93,13 +157,20 @@ def series(
     sensor: str | None = None,
     metric: str | None = None,
     with_counts: bool = True,
+    hot_snapshot: HotSnapshot | None = None,
 ) -> Iterator[SeriesInfo]:
     """Every matching series with count, first/last timestamp and last value.
 
     Counting scans each series' rows; pass ``with_counts=False`` on huge databases.
+    ``hot_snapshot``: the hot table of the same snapshot, read already.
     """
     cold = _raw_table(conn)
-    hot = _hot_summary(conn) if cold != "readings" else {}
+    if cold == "readings":
+        hot = {}
+    elif hot_snapshot is not None:
+        hot = hot_snapshot.summary()
+    else:
+        hot = _hot_summary(conn)
     for series_id, sensor_id, metric_name, unit, tags in find_series(conn, sensor, metric):
         in_hot = hot.get(series_id)
         last = conn.execute(

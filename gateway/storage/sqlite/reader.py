@@ -31,8 +31,9 @@ from gateway.storage.base import (
     StorageDetails,
 )
 from gateway.storage.sqlite import deadletters, queries
-from gateway.storage.sqlite.readpool import ReadPool
+from gateway.storage.sqlite.readpool import ReadPool, Session
 from gateway.storage.sqlite.report import report_lines, storage_report
+from gateway.storage.sqlite.schema import has_hot_table
 
 T = TypeVar("T")
 
@@ -48,17 +49,29 @@ class _Runner(Protocol):
 
 
 class _Reads:
-    """The queries of :class:`~gateway.storage.base.Reads`, on a runner."""
+    """The queries of :class:`~gateway.storage.base.Reads`, on a runner (with
+    ``session``: the runner is that snapshot, whose hot table is read only once)."""
 
-    def __init__(self, path: Path, runner: _Runner) -> None:
+    def __init__(self, path: Path, runner: _Runner, session: Session | None = None) -> None:
         self.path = path
         self._runner = runner
+        self._session = session
+
+    def _hot(self, conn: sqlite3.Connection) -> queries.HotSnapshot | None:
+        """In a snapshot: its hot table, read on first use (the snapshot never changes)."""
+        if self._session is None:
+            return None
+        cache = self._session.cache
+        if "hot" not in cache:
+            cache["hot"] = queries.HotSnapshot(conn) if has_hot_table(conn) else None
+        hot: queries.HotSnapshot | None = cache["hot"]
+        return hot
 
     async def series(
         self, sensor: str | None = None, metric: str | None = None, *, counts: bool = True
     ) -> list[SeriesInfo]:
         def run(conn: sqlite3.Connection) -> list[SeriesInfo]:
-            return list(queries.series(conn, sensor, metric, counts))
+            return list(queries.series(conn, sensor, metric, counts, self._hot(conn)))
 
         return await self._runner.run(run)
 
@@ -67,7 +80,7 @@ class _Reads:
 
     async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
         def run(conn: sqlite3.Connection) -> list[ReadingRow]:
-            rows = queries.readings(conn, query)
+            rows = queries.readings(conn, query, self._hot(conn))
             return list(itertools.islice(rows, query.limit) if query.limit else rows)
 
         return await self._runner.run(run)
@@ -75,7 +88,9 @@ class _Reads:
     def stream_readings(
         self, query: ReadingsQuery, chunk: int = 1000
     ) -> AsyncIterator[list[ReadingRow]]:
-        return self._runner.stream(lambda conn: queries.readings(conn, query), chunk)
+        return self._runner.stream(
+            lambda conn: queries.readings(conn, query, self._hot(conn)), chunk
+        )
 
     async def aggregate(self, query: AggregateQuery) -> list[Bucket]:
         def run(conn: sqlite3.Connection) -> list[Bucket]:
@@ -132,7 +147,7 @@ class SqliteReader(_Reads):
     @asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[Reads]:
         async with self._pool.session() as session:
-            yield _Reads(self.path, session)
+            yield _Reads(self.path, session, session)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.close)
