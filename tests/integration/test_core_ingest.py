@@ -261,13 +261,13 @@ async def test_shutdown_is_bounded_while_writes_keep_failing(
 ) -> None:
     """SIGTERM during a storage outage (disk full): the gateway still exits within its
     shutdown timeout, acks nothing it did not commit, and the broker redelivers it all."""
-    from gateway.storage.memory import MemorySink
+    from gateway.storage.memory import MemoryStore
 
     env = {"TIDEGATE_PIPELINE__QUEUE_SIZE": "5", "TIDEGATE_PIPELINE__SHUTDOWN_TIMEOUT_S": "2",
            "TIDEGATE_PIPELINE__RETRY_MAX_S": "0.2"}  # fmt: skip
     settings = settings_for(tmp_path, broker, "outage", env=env)
     running = await run_gateway(settings)
-    failing = MemorySink()
+    failing = MemoryStore()
     failing.fail_next = 10**9  # every write fails, like a full disk
     running.gateway.pipeline.sink = failing
     now_ms = int(time.time() * 1000) - 5000

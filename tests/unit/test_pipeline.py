@@ -7,18 +7,18 @@ import asyncio
 from gateway.config import PipelineConfig
 from gateway.models import DeadLetter, Envelope, Reading
 from gateway.pipeline import Pipeline
-from gateway.storage.memory import MemorySink
+from gateway.storage.memory import MemoryStore
 
 NOW = 1_732_000_000_000
 
 
 def envelope(
-    i: int, acks: list[int], sink: MemorySink | None = None, readings: int = 1
+    i: int, acks: list[int], sink: MemoryStore | None = None, readings: int = 1
 ) -> Envelope:
     def ack() -> None:
         if sink is not None:
             # The ack must come after the reading is durable.
-            assert any(r.ts_ms == NOW + i * 1000 for r in sink.readings.values())
+            assert any(r.ts_ms == NOW + i * 1000 for r in sink.stored.values())
         acks.append(i)
 
     rs = [Reading("s", f"m{j}", NOW + i * 1000, float(i)) for j in range(readings)]
@@ -26,7 +26,7 @@ def envelope(
 
 
 async def test_acks_only_after_commit_and_drains_on_stop() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     pipeline = Pipeline(sink, PipelineConfig(batch_size=10))
     pipeline.start()
     acks: list[int] = []
@@ -34,13 +34,13 @@ async def test_acks_only_after_commit_and_drains_on_stop() -> None:
         await pipeline.submit(envelope(i, acks, sink))
     assert await pipeline.stop(5)
     assert sorted(acks) == list(range(95))
-    assert len(sink.readings) == 95
+    assert len(sink.stored) == 95
     assert pipeline.metrics.readings_stored == 95
     assert pipeline.metrics.batches >= 10  # batch_size bounds each transaction
 
 
 async def test_group_commit_when_queue_runs_dry() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     pipeline = Pipeline(sink, PipelineConfig(batch_size=1000, flush_interval_ms=60_000))
     pipeline.start()
     acks: list[int] = []
@@ -55,7 +55,7 @@ async def test_group_commit_when_queue_runs_dry() -> None:
 
 
 async def test_linger_mode_waits_for_interval() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     pipeline = Pipeline(
         sink, PipelineConfig(batch_size=1000, flush_interval_ms=200, commit_on_idle=False)
     )
@@ -71,7 +71,7 @@ async def test_linger_mode_waits_for_interval() -> None:
 
 
 async def test_failed_write_is_retried_and_nothing_acked_meanwhile() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     sink.fail_next = 3
     pipeline = Pipeline(sink, PipelineConfig(retry_max_s=0.05))
     pipeline.start()
@@ -90,7 +90,7 @@ async def test_failed_write_is_retried_and_nothing_acked_meanwhile() -> None:
 
 
 async def test_full_queue_blocks_submit() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     sink.fail_next = 10**9  # the writer can never commit
     pipeline = Pipeline(sink, PipelineConfig(queue_size=3, retry_max_s=0.01))
     pipeline.start()
@@ -108,7 +108,7 @@ async def test_full_queue_blocks_submit() -> None:
 
 
 async def test_stop_timeout_leaves_uncommitted_unacked() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     sink.fail_next = 10**9
     pipeline = Pipeline(sink, PipelineConfig(retry_max_s=0.01))
     pipeline.start()
@@ -119,7 +119,7 @@ async def test_stop_timeout_leaves_uncommitted_unacked() -> None:
 
 
 async def test_empty_message_acked_at_once_and_dead_letters_committed() -> None:
-    sink = MemorySink()
+    sink = MemoryStore()
     pipeline = Pipeline(sink, PipelineConfig())
     pipeline.start()
     acks: list[str] = []
@@ -142,7 +142,7 @@ async def test_empty_message_acked_at_once_and_dead_letters_committed() -> None:
 
 
 async def test_skipped_counts_fields_per_subscription_not_messages() -> None:
-    pipeline = Pipeline(MemorySink(), PipelineConfig())
+    pipeline = Pipeline(MemoryStore(), PipelineConfig())
     pipeline.start()
     reading = Reading("s", "m", NOW, 1.0)
     await pipeline.submit(Envelope([], subscription="a", skipped=3))  # nothing storable
