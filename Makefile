@@ -43,6 +43,7 @@ systemd-analyze:
 lint: venv
 	$(BIN)/ruff check $(PY_PATHS)
 	$(BIN)/ruff format --check $(PY_PATHS)
+	$(BIN)/lint-imports --no-cache
 
 format: venv
 	$(BIN)/ruff format $(PY_PATHS)
