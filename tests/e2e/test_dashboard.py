@@ -17,17 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support import (
     HOST,
     Broker,
-    GatewayProcess,
-    free_port,
     publish_many,
+    start_gateway,
     wait_for,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -81,18 +78,10 @@ def history(now_ms: int) -> list[tuple[str, bytes]]:
 @pytest.fixture
 def dashboard(broker: Broker, tmp_path: Path) -> Iterator[str]:
     """A gateway with an hour of history and the simulator publishing live."""
-    port = free_port()
-    cfg = write_config(
-        tmp_path / "dash.toml",
-        broker.port,
-        tmp_path / "dash.db",
-        client_id="tidegate-dashboard",
-        extra=f"[api]\nport = {port}\n",
-    )
-    gateway = GatewayProcess(cfg, tmp_path / "dash.log").start()
+    gateway = start_gateway(tmp_path, broker, "dash", api="", client_id="tidegate-dashboard")
+    port = gateway.api_port
     sim: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(lambda: _answers(port), 20, what="the dashboard")
         publish_many(broker.port, history(int(time.time() * 1000)), client_id="dash-history")
         sim = subprocess.Popen(
             [
@@ -128,13 +117,6 @@ def dashboard(broker: Broker, tmp_path: Path) -> Iterator[str]:
             sim.terminate()
             sim.wait(30)
         gateway.terminate()
-
-
-def _answers(port: int) -> bool:
-    try:
-        return httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_js(page: Any, expression: str, seconds: float = 30) -> None:

@@ -26,8 +26,8 @@ from tests.support import (
     Broker,
     GatewayProcess,
     count,
-    free_port,
     publish_many,
+    start_gateway,
     wait_for,
     write_config,
 )
@@ -68,38 +68,16 @@ class Api:
         return self.client.get(path, **kwargs)  # type: ignore[arg-type]
 
 
-def start_gateway(
-    tmp: Path, broker: Broker, name: str, api: str, env: dict[str, str] | None = None
-) -> tuple[GatewayProcess, int, Path]:
-    port = free_port()
-    db = tmp / f"{name}.db"
-    cfg = write_config(
-        tmp / f"{name}.toml",
-        broker.port,
-        db,
-        client_id=f"tidegate-{name}",
-        extra=f"[api]\nport = {port}\n{api}\n",
-    )
-    gateway = GatewayProcess(cfg, tmp / f"{name}.log", env=env).start()
-    wait_for(lambda: _answers(port), 20, what="the HTTP API")
-    return gateway, port, db
-
-
-def _answers(port: int) -> bool:
-    try:
-        return httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def api(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """A gateway with 3 sensors × 2 metrics × 120 readings, no rate limit (schemathesis),
     its token from the environment."""
     tmp = tmp_path_factory.mktemp("api")
-    gateway, port, db = start_gateway(
-        tmp, broker, "api", "rate_limit_per_s = 0", env={"TIDEGATE_API__TOKEN": TOKEN}
+    gateway = start_gateway(
+        tmp, broker, "api", api="rate_limit_per_s = 0", env={"TIDEGATE_API__TOKEN": TOKEN}
     )
+    port, db = gateway.api_port, gateway.db
+    assert port is not None and db is not None
     base_ms = (int(time.time() * 1000) // 60_000 - 30) * 60_000
     messages = [
         (
@@ -282,6 +260,15 @@ def test_aggregate_matches_the_data(api: Api) -> None:
         assert bucket["sum"] == pytest.approx(sum(values))
         assert bucket["avg"] == pytest.approx(sum(values) / len(values))
         assert bucket["last"] == values[-1]
+        # Every bucket says which tier answered it (tier=raw: raw readings); the
+        # `source` extra the handler used to look for never existed.
+        assert bucket["tier"] == "raw" and "source" not in bucket
+    auto = api.get(
+        "/api/v1/readings/aggregate",
+        params={"sensor": "gamma", "metric": "humidity", "from": str(start), "to": str(end)},
+    ).json()
+    assert {b["tier"] for s in auto["series"] for b in s["buckets"]} <= {"raw", "1m", "1h"}
+    assert all("tier" in b for s in auto["series"] for b in s["buckets"])
     # agg may also be repeated; the default is avg.
     repeated = api.get(
         "/api/v1/readings/aggregate",
@@ -473,7 +460,9 @@ def secured(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tmp = tmp_path_factory.mktemp("secured")
     token_file = tmp / "token"
     token_file.write_text(TOKEN + "\n")
-    gateway, port, db = start_gateway(tmp, broker, "secured", f'token_file = "{token_file}"')
+    gateway = start_gateway(tmp, broker, "secured", api=f'token_file = "{token_file}"')
+    port, db = gateway.api_port, gateway.db
+    assert port is not None and db is not None
     try:
         running = Api(gateway, port, 0, db)
         yield running
@@ -538,9 +527,10 @@ def test_loopback_without_token_is_open_and_rate_limited(
     broker: Broker, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("limited")
-    gateway, port, _db = start_gateway(
-        tmp, broker, "limited", "rate_limit_per_s = 0.2\nrate_limit_burst = 5"
+    gateway = start_gateway(
+        tmp, broker, "limited", api="rate_limit_per_s = 0.2\nrate_limit_burst = 5"
     )
+    port = gateway.api_port
     try:
         with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
             # Loopback without a token configured: open.
@@ -556,7 +546,8 @@ def test_loopback_without_token_is_open_and_rate_limited(
 
 
 def test_readiness_reports_a_lost_broker(fresh_broker: Broker, tmp_path: Path) -> None:
-    gateway, port, _db = start_gateway(tmp_path, fresh_broker, "ready", "")
+    gateway = start_gateway(tmp_path, fresh_broker, "ready", api="")
+    port = gateway.api_port
     try:
         url = f"http://{HOST}:{port}/readyz"
         assert httpx.get(url, timeout=5).status_code == 200

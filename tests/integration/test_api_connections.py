@@ -7,38 +7,14 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import HOST, Broker, GatewayProcess, free_port, wait_for, write_config
+from tests.support import HOST, Broker, start_gateway
 from tests.support.http import ConnectionHolders, HoldersProcess, probe
 
 pytestmark = pytest.mark.integration
-
-
-def start_gateway(
-    tmp: Path, broker: Broker, name: str, api: str = ""
-) -> tuple[GatewayProcess, int]:
-    port = free_port()
-    cfg = write_config(
-        tmp / f"{name}.toml",
-        broker.port,
-        tmp / f"{name}.db",
-        client_id=f"tidegate-{name}",
-        extra=f"[api]\nport = {port}\n{api}\n",
-    )
-    gateway = GatewayProcess(cfg, tmp / f"{name}.log").start()
-    wait_for(lambda: _answers(port), 20, what="the HTTP API")
-    return gateway, port
-
-
-def _answers(port: int) -> bool:
-    try:
-        return httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _metric(port: int, name: str) -> float:
@@ -52,7 +28,9 @@ def _metric(port: int, name: str) -> float:
 @pytest.fixture(scope="module")
 def default_gateway(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A gateway with the default [api] limits; yields its API port."""
-    gateway, port = start_gateway(tmp_path_factory.mktemp("conn-default"), broker, "conn-default")
+    gateway = start_gateway(tmp_path_factory.mktemp("conn-default"), broker, "conn-default", api="")
+    port = gateway.api_port
+    assert port is not None
     try:
         yield port
     finally:
@@ -62,12 +40,14 @@ def default_gateway(broker: Broker, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def tight_gateway(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A gateway with small limits, so the tests see them act within seconds."""
-    gateway, port = start_gateway(
+    gateway = start_gateway(
         tmp_path_factory.mktemp("conn-tight"),
         broker,
         "conn-tight",
-        "header_timeout_s = 2\nmax_connections = 8\nmax_connections_per_client = 4\n",
+        api="header_timeout_s = 2\nmax_connections = 8\nmax_connections_per_client = 4\n",
     )
+    port = gateway.api_port
+    assert port is not None
     try:
         yield port
     finally:

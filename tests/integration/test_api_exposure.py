@@ -12,43 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import HOST, Broker, GatewayProcess, free_port, wait_for, write_config
+from tests.support import Broker, start_gateway, write_config
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "a-token-of-24-characters"
 
 
-def start_gateway(
-    tmp: Path, broker: Broker, name: str, api: str = "", env: dict[str, str] | None = None
-) -> tuple[GatewayProcess, str]:
-    port = free_port()
-    cfg = write_config(
-        tmp / f"{name}.toml",
-        broker.port,
-        tmp / f"{name}.db",
-        client_id=f"tidegate-{name}",
-        extra=f"[api]\nport = {port}\n{api}\n",
-    )
-    gateway = GatewayProcess(cfg, tmp / f"{name}.log", env=env).start()
-    url = f"http://{HOST}:{port}"
-    wait_for(lambda: _answers(url), 20, what="the HTTP API")
-    return gateway, url
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def open_api(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Loopback, no token, one extra allowed name."""
-    gateway, url = start_gateway(
-        tmp_path_factory.mktemp("open"), broker, "open", 'allowed_hosts = ["gateway.local"]'
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("open"), broker, "open", api='allowed_hosts = ["gateway.local"]'
     )
+    url = gateway.url
     try:
         yield url
     finally:
@@ -75,9 +52,10 @@ def test_loopback_names_addresses_and_allowed_names_are_served(open_api: str, ho
 def test_with_a_token_the_host_is_not_checked(
     broker: Broker, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    gateway, url = start_gateway(
-        tmp_path_factory.mktemp("tok"), broker, "tok", env={"TIDEGATE_API__TOKEN": TOKEN}
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("tok"), broker, "tok", api="", env={"TIDEGATE_API__TOKEN": TOKEN}
     )
+    url = gateway.url
     try:
         headers = {"host": "gateway.example.org", "authorization": f"Bearer {TOKEN}"}
         assert httpx.get(url + "/api/v1/sensors", headers=headers, timeout=10).status_code == 200
@@ -90,13 +68,14 @@ def test_a_token_from_the_environment_is_a_string_never_null(
     broker: Broker, tmp_path: Path, value: str
 ) -> None:
     """``TIDEGATE_API__TOKEN=null`` used to remove the file's token and open the API."""
-    gateway, url = start_gateway(
+    gateway = start_gateway(
         tmp_path,
         broker,
         f"envtok-{value}",
-        f'token = "{TOKEN}"',
+        api=f'token = "{TOKEN}"',
         env={"TIDEGATE_API__TOKEN": value},
     )
+    url = gateway.url
     try:
         assert httpx.get(url + "/api/v1/sensors", timeout=10).status_code == 401
         headers = {"authorization": f"Bearer {value}"}

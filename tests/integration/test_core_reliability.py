@@ -10,27 +10,15 @@ import pytest
 
 from tests.support import (
     Broker,
-    GatewayProcess,
     count,
     db_rows,
     iter_json_messages,
     publish_many,
+    start_gateway,
     wait_for,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def start_gateway(
-    tmp_path: Path, broker: Broker, name: str = "gw", extra: str = ""
-) -> tuple[GatewayProcess, Path]:
-    db = tmp_path / f"{name}.db"
-    cfg = write_config(
-        tmp_path / f"{name}.toml", broker.port, db, client_id=f"tidegate-{name}", extra=extra
-    )
-    gateway = GatewayProcess(cfg, tmp_path / f"{name}.log").start()
-    return gateway, db
 
 
 def assert_exactly(db: Path, n: int, sensors: int = 10) -> None:
@@ -45,7 +33,9 @@ def test_kill9_in_flight_then_restart_stores_everything_exactly_once(
     fresh_broker: Broker, tmp_path: Path
 ) -> None:
     n = 8000
-    gateway, db = start_gateway(tmp_path, fresh_broker)
+    gateway = start_gateway(tmp_path, fresh_broker)
+    db = gateway.db
+    assert db is not None
     try:
         publisher = threading.Thread(
             target=publish_many, args=(fresh_broker.port, list(iter_json_messages(n)))
@@ -68,7 +58,9 @@ def test_kill9_in_flight_then_restart_stores_everything_exactly_once(
 def test_messages_published_while_gateway_is_down_are_stored(
     fresh_broker: Broker, tmp_path: Path
 ) -> None:
-    gateway, db = start_gateway(tmp_path, fresh_broker)
+    gateway = start_gateway(tmp_path, fresh_broker)
+    db = gateway.db
+    assert db is not None
     try:
         assert gateway.terminate() == 0  # the broker keeps the persistent session
         publish_many(fresh_broker.port, list(iter_json_messages(700)))
@@ -84,7 +76,9 @@ def test_broker_restarted_twice_mid_stream_loses_nothing(
     fresh_broker: Broker, tmp_path: Path
 ) -> None:
     messages = list(iter_json_messages(3000))
-    gateway, db = start_gateway(tmp_path, fresh_broker)
+    gateway = start_gateway(tmp_path, fresh_broker)
+    db = gateway.db
+    assert db is not None
     try:
         publish_many(fresh_broker.port, messages[:1000], client_id="pub-a")
         fresh_broker.restart()
@@ -101,7 +95,9 @@ def test_broker_restarted_twice_mid_stream_loses_nothing(
 
 def test_sigterm_under_load_drains_and_exits_0(fresh_broker: Broker, tmp_path: Path) -> None:
     n = 8000
-    gateway, db = start_gateway(tmp_path, fresh_broker)
+    gateway = start_gateway(tmp_path, fresh_broker)
+    db = gateway.db
+    assert db is not None
     try:
         publisher = threading.Thread(
             target=publish_many, args=(fresh_broker.port, list(iter_json_messages(n)))

@@ -18,7 +18,7 @@ import pytest
 
 from simulators.probe import wait_until_ingesting
 from simulators.verify import render, verify
-from tests.support import HOST, Broker, GatewayProcess, db_rows, write_config
+from tests.support import HOST, Broker, GatewayProcess, db_rows, start_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,13 +40,6 @@ def simulator(port: int, report: Path, *args: str) -> list[str]:
         "--report", str(report), "--no-progress", "-q",
         *FAULTS, *args,
     ]  # fmt: skip
-
-
-def start_gateway(tmp_path: Path, broker: Broker, name: str = "gw") -> tuple[GatewayProcess, Path]:
-    db = tmp_path / "gw.db"
-    config = write_config(tmp_path / "gw.toml", broker.port, db, client_id="tidegate-sim-e2e")
-    gateway = GatewayProcess(config, tmp_path / f"{name}.log").start()
-    return gateway, db
 
 
 def catch_up(db: Path, report: Path, timeout: float = 30.0) -> None:
@@ -83,7 +76,9 @@ def check(report: Path, db: Path) -> None:
 
 
 def test_200_sensors_with_faults_verify_clean(fresh_broker: Broker, tmp_path: Path) -> None:
-    gateway, db = start_gateway(tmp_path, fresh_broker)
+    gateway = start_gateway(tmp_path, fresh_broker, client_id="tidegate-sim-e2e")
+    db = gateway.db
+    assert db is not None
     report = tmp_path / "report.json"
     try:
         assert wait_until_ingesting(HOST, fresh_broker.port, "sensors/probe/x", db, timeout=20)
@@ -99,7 +94,9 @@ def test_200_sensors_with_faults_verify_clean(fresh_broker: Broker, tmp_path: Pa
 
 
 def test_gateway_killed_mid_run_still_verifies_clean(fresh_broker: Broker, tmp_path: Path) -> None:
-    gateway, db = start_gateway(tmp_path, fresh_broker)
+    gateway = start_gateway(tmp_path, fresh_broker, client_id="tidegate-sim-e2e")
+    db = gateway.db
+    assert db is not None
     report = tmp_path / "report.json"
     restarted: GatewayProcess | None = None
     sim: subprocess.Popen[bytes] | None = None

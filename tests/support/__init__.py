@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,9 +104,20 @@ class GatewayProcess:
     """``python -m gateway run`` in a subprocess, output captured to a log file. A config
     without an ``[api]`` section gets its HTTP API on a free port (never 8080)."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        db: Path | None = None,
+        api_port: int | None = None,
+    ) -> None:
         self.config = config
         self.log_path = log
+        self.db = db
+        """The database file (when known: :func:`start_gateway` sets it)."""
+        self.api_port = api_port
+        """The HTTP API's port (when :func:`start_gateway` chose it)."""
         self.env = {**os.environ, **(env or {})}
         with contextlib.suppress(OSError):
             if "[api]" not in Path(config).read_text():
@@ -130,6 +142,12 @@ class GatewayProcess:
             assert self.proc.poll() is None, f"gateway exited: {self.log_text()}"
         return self
 
+    @property
+    def url(self) -> str:
+        """The HTTP API's base URL (needs :attr:`api_port`)."""
+        assert self.api_port is not None, "start the gateway with api=... to know its port"
+        return f"http://{HOST}:{self.api_port}"
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -151,6 +169,51 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait(10)
             self._log.close()
+
+
+def start_gateway(
+    tmp: Path,
+    broker: Broker,
+    name: str = "gw",
+    *,
+    api: str | None = None,
+    extra: str = "",
+    env: dict[str, str] | None = None,
+    client_id: str | None = None,
+) -> GatewayProcess:
+    """The one way tests start a gateway subprocess: ``<name>.toml`` (:func:`write_config`
+    with ``extra``), ``<name>.db``, ``<name>.log`` in ``tmp``, client id
+    ``tidegate-<name>`` unless given; returns once it is connected to ``broker``.
+
+    With ``api`` (lines for its ``[api]`` section, ``""`` for the defaults) the HTTP API
+    listens on a free port (``.api_port``, ``.url``) and the call also waits until it
+    answers ``/healthz``; without, the API still runs on a port of its own choosing."""
+    db = tmp / f"{name}.db"
+    port = None
+    if api is not None:
+        port = free_port()
+        extra = f"{extra}\n[api]\nport = {port}\n{api}\n"
+    config = write_config(
+        tmp / f"{name}.toml",
+        broker.port,
+        db,
+        client_id=client_id or f"tidegate-{name}",
+        extra=extra,
+    )
+    gateway = GatewayProcess(config, tmp / f"{name}.log", env=env, db=db, api_port=port)
+    gateway.start()
+    if port is not None:
+        wait_for(lambda: api_answers(port), 20, what="the HTTP API")
+    return gateway
+
+
+def api_answers(port: int) -> bool:
+    """Whether an HTTP API on ``port`` answers ``/healthz`` with 200."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def publish_many(

@@ -13,14 +13,13 @@ from gateway.codecs import get_codec
 from gateway.codecs.auto import detect
 from gateway.errors import DecodeError
 from gateway.models import Reading
-from gateway.validation import DecodeContext
+from tests.support.codecs import context_factory
 
 NOW = 1_700_000_000_000
 decode = get_codec("auto")
 
 
-def ctx() -> DecodeContext:
-    return DecodeContext(topic="t", now_ms=NOW, topic_fields={"sensor_id": "dev", "metric": "m"})
+ctx = context_factory(NOW, {"sensor_id": "dev", "metric": "m"})
 
 
 SENML = json.dumps([{"bn": "urn:dev:x:", "n": "temp", "v": 21.5}]).encode()

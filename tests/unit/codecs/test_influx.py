@@ -3,17 +3,15 @@ types, precision, the sensor_id/tag mapping, rejection rules and robustness."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.codecs import get_codec
-from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
 from gateway.validation import DecodeContext, Limits
+from tests.support.codecs import context_factory
 
 NOW = 1_556_813_600_000  # shortly after the docs' example timestamp
 TS_NS = "1556813561098000000"
@@ -21,22 +19,7 @@ TS_MS = 1_556_813_561_098
 decode = get_codec("influx")
 
 
-def ctx(
-    fields: dict[str, str] | None = None,
-    tags: tuple[tuple[str, str], ...] = (),
-    topic_wins: bool = False,
-    limits: Limits | None = None,
-    **options: Any,
-) -> DecodeContext:
-    return DecodeContext(
-        topic="t",
-        now_ms=NOW,
-        limits=limits or Limits(),
-        topic_fields={"sensor_id": "topic-sensor"} if fields is None else fields,
-        topic_tags=tags,
-        topic_wins=topic_wins,
-        options=SubscriptionConfig(topic="#", **options),
-    )
+ctx = context_factory(NOW, {"sensor_id": "topic-sensor"}, with_options=True)
 
 
 def run(text: str, context: DecodeContext | None = None) -> Decoded:

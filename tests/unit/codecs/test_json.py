@@ -4,38 +4,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.codecs import get_codec
-from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
 from gateway.validation import DecodeContext, Limits, parse_iso_ms
+from tests.support.codecs import context_factory
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 decode = get_codec("json")
 
 
-def ctx(
-    fields: dict[str, str] | None = None,
-    tags: tuple[tuple[str, str], ...] = (),
-    topic_wins: bool = False,
-    limits: Limits | None = None,
-    **options: Any,
-) -> DecodeContext:
-    return DecodeContext(
-        topic="t",
-        now_ms=NOW,
-        limits=limits or Limits(),
-        topic_fields=fields or {},
-        topic_tags=tags,
-        topic_wins=topic_wins,
-        options=SubscriptionConfig(topic="#", **options),
-    )
+ctx = context_factory(NOW, {}, with_options=True)
 
 
 def run(payload: bytes | str | object, context: DecodeContext | None = None) -> Decoded:

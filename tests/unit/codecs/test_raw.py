@@ -9,17 +9,13 @@ from hypothesis import strategies as st
 from gateway.codecs import get_codec
 from gateway.errors import DecodeError
 from gateway.models import Reading
-from gateway.validation import DecodeContext
+from tests.support.codecs import context_factory
 
 NOW = 1_700_000_000_000
 decode = get_codec("raw")
 
 
-def ctx(
-    fields: dict[str, str] | None = None, tags: tuple[tuple[str, str], ...] = ()
-) -> DecodeContext:
-    fields = {"sensor_id": "node1", "metric": "temperature"} if fields is None else fields
-    return DecodeContext(topic="t", now_ms=NOW, topic_fields=fields, topic_tags=tags)
+ctx = context_factory(NOW, {"sensor_id": "node1", "metric": "temperature"})
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from gateway.codecs.senml import CBOR_LABELS
 from gateway.errors import DecodeError
 from gateway.models import Decoded, Reading
 from gateway.validation import DecodeContext, Limits
+from tests.support.codecs import context_factory
 
 NOW = 1_700_000_000_000
 decode_json = get_codec("senml")
@@ -25,10 +26,7 @@ TO_CBOR = {label: key for key, label in CBOR_LABELS.items()}
 DEV = "urn:dev:ow:10e2073a01080063"
 
 
-def ctx(fields: dict[str, str] | None = None, limits: Limits | None = None) -> DecodeContext:
-    return DecodeContext(
-        topic="t", now_ms=NOW, limits=limits or Limits(), topic_fields=fields or {}
-    )
+ctx = context_factory(NOW, {})
 
 
 def as_cbor(pack: list[dict[str, Any]]) -> bytes:
