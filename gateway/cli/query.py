@@ -38,11 +38,10 @@ class Truncation:
         self.truncated = False
 
 
-def rows(
-    args: argparse.Namespace, reader: Reader, truncation: Truncation | None = None
-) -> Iterator[dict[str, Any]]:
+def build_query(args: argparse.Namespace) -> ReadingsQuery:
+    """The request (checked before the database is opened)."""
     limit = args.limit
-    query = ReadingsQuery(
+    return ReadingsQuery(
         sensor=args.sensor,
         metric=args.metric,
         since_ms=request.time_ms(args.since, "--since") if args.since else None,
@@ -50,6 +49,15 @@ def rows(
         limit=limit + 1 if limit else 0,  # one more tells whether there are more
         descending=args.latest,
     )
+
+
+def rows(
+    args: argparse.Namespace,
+    reader: Reader,
+    query: ReadingsQuery,
+    truncation: Truncation | None = None,
+) -> Iterator[dict[str, Any]]:
+    limit = args.limit
     for count, row in enumerate(reader.rows(reader.store.stream_readings(query))):
         if limit and count >= limit:
             if truncation is not None:
@@ -66,8 +74,9 @@ def rows(
 
 def handle(args: argparse.Namespace) -> int:
     truncation = Truncation()
+    query = build_query(args)
     with open_reader(args) as (reader, _path):
-        write_rows(rows(args, reader, truncation), COLUMNS, args.format)
+        write_rows(rows(args, reader, query, truncation), COLUMNS, args.format)
     if truncation.truncated:
         print(
             f"tidegate: showing the first {args.limit} rows; more match"
