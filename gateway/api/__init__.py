@@ -9,8 +9,6 @@ Modules, one job each (``docs/api.md`` is the user guide):
 * :mod:`~gateway.api.guard` — bearer token, per-client rate limit, request size,
   security headers (one pure ASGI middleware).
 * :mod:`~gateway.api.state` — what the endpoints share (gateway view, rate meter).
-* :mod:`~gateway.storage.sqlite.readpool` — read-only SQLite connections on worker threads, with a
-  per-query deadline, so a heavy query never blocks ingestion.
 * :mod:`~gateway.api.params` — request parameters and the opaque page cursor.
 * :mod:`~gateway.api.prometheus` — the ``/metrics`` text format.
 * :mod:`~gateway.api.openapi` — the hand-written OpenAPI 3.1 document.
@@ -18,8 +16,11 @@ Modules, one job each (``docs/api.md`` is the user guide):
   way (per-client and total caps).
 * :mod:`~gateway.api._uvicorn_adapter` — uvicorn's h11 protocol with those caps, a
   request-header timeout and a send timeout (the only use of uvicorn internals).
-* :mod:`~gateway.api.bind` — loopback detection and socket binding (stdlib only: the
-  config module imports it, so it must not pull in the web stack).
+* :mod:`~gateway.api.bind` — the Host allow-list and socket binding.
+
+The endpoints read the database only through the read side of the store
+(:class:`gateway.storage.base.ReadStore`): worker threads and a per-query deadline, so
+a heavy query never blocks ingestion.
 
 Importing this package imports nothing heavy; the web stack is loaded only when the
 API is enabled.
