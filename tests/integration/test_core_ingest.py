@@ -286,7 +286,7 @@ async def test_shutdown_is_bounded_while_writes_keep_failing(
     clean = await asyncio.wait_for(running.task, 25)
     assert clean is False  # could not commit: said so instead of hanging
     assert time.monotonic() - started < 15
-    assert metrics.acks_sent == 0 and failing.readings == {}
+    assert metrics.acks_sent == 0 and failing.stored == {}
     # Nothing was acked, so the broker hands everything to the next run.
     again = await run_gateway(settings)
     db = settings.storage.path
