@@ -115,4 +115,7 @@ if ! docker build --platform "$PLATFORM" "${BUILD_ARGS[@]}" \
   echo "error: docker build failed (full log: $CONTEXT/docker-build.log)" >&2
   exit 1
 fi
+# The legacy builder keeps the install stage as an untagged image (wheels and all):
+# drop those of ours, so repeated builds do not pile them up.
+docker image prune --force --filter label=io.tidegate.build-stage=install >/dev/null 2>&1 || true
 docker image inspect --format '{{.Size}}' "$TAG" | awk -v t="$TAG" '{printf "build-image: %s is %.1f MB\n", t, $1/1e6}' >&2
