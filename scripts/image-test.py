@@ -8,9 +8,12 @@
    the image's health check and a graceful stop;
 3. on amd64, the README's Docker section command by command: compose up with mosquitto,
    tidegate and the simulator profile, ``tidegate-sim verify`` exact, down;
-4. a table per platform (emulated figures marked). Exit 0 only if everything passed.
+4. the README's systemd commands under a real systemd (PID 1 of a container,
+   tests/support/systemd.py): active, fleet verified exact, 0600 files, clean stop;
+5. a table per platform (emulated figures marked). Exit 0 only if everything passed.
 
-``--platforms amd64,arm64`` narrows step 2; ``--no-compose`` skips step 3.
+``--platforms amd64,arm64`` narrows step 2; ``--no-compose`` skips step 3,
+``--no-systemd`` step 4.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from tests.support.docker import (  # noqa: E402
     mosquitto_image,
     run,
 )
+from tests.support.systemd import systemd_end_to_end  # noqa: E402
 
 NATIVE = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armv7"}.get(platform.machine())
 
@@ -178,6 +182,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--platforms", default="amd64,arm64,armv7")
     parser.add_argument("--no-compose", action="store_true")
+    parser.add_argument("--no-systemd", action="store_true")
     args = parser.parse_args()
     arches = [a.strip() for a in args.platforms.split(",") if a.strip()]
     unknown = set(arches) - set(PLATFORMS)
@@ -196,6 +201,7 @@ def main() -> int:
     try:
         rows = [check_one(arch, workdir) for arch in arches]
         compose_failures = [] if args.no_compose else compose_end_to_end(workdir)
+        systemd_failures = [] if args.no_systemd else systemd_end_to_end(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         for arch in arches:
@@ -203,12 +209,16 @@ def main() -> int:
     print()
     print(table(rows))
     print()
-    failed = [c for _, c in rows if c.failures] or compose_failures
+    failed = [c for _, c in rows if c.failures] or compose_failures or systemd_failures
     if not args.no_compose:
         print(
             f"compose end to end on {PLATFORMS[NATIVE]}: {'FAILED' if compose_failures else 'ok'}"
         )
         for failure in compose_failures:
+            print(_indent(failure, 40))
+    if not args.no_systemd:
+        print(f"systemd end to end (README commands): {'FAILED' if systemd_failures else 'ok'}")
+        for failure in systemd_failures:
             print(_indent(failure, 40))
     print(f"uptime: {os.getloadavg()[0]:.2f} load; total {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
