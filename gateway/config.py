@@ -388,6 +388,7 @@ class DiscoveryConfig(_Section):
     zigbee2mqtt: list[str] = Field(default_factory=list)
     components: list[Component] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS))
     qos: Literal[0, 1, 2] = 1
+    max_configs: int = Field(10_000, ge=1, le=1_000_000)
     state_file: Path | None = None
     """Default: ``<storage.path>.discovery.json`` (decision 0131)."""
 

@@ -149,6 +149,9 @@ class Registry:
     """Bumped on every change of the entities or units (routers drop their caches)."""
     report: bool = True
     """Log each entity that stores nothing (once); off for ``tidegate discovery list``."""
+    max_configs: int = 10_000
+    """Discovery topics held at most: anyone who can publish under the prefix could
+    otherwise grow the registry (and the subscriptions) without bound."""
     _configs_parsed: dict[str, list[EntityConfig]] = field(default_factory=dict)
     _reported: set[str] = field(default_factory=set)
 
@@ -164,7 +167,14 @@ class Registry:
         entities announced earlier on ``topic`` stay)."""
         try:
             parsed = parse(topic, payload, self.prefix, self.components)
+            full = len(self.configs) >= self.max_configs
+            if parsed is not None and topic not in self.configs and full:
+                raise DiscoveryError(
+                    f"more than {self.max_configs} discovery configs ([discovery] max_configs)"
+                )
         except DiscoveryError as exc:
+            if len(self.config_errors) >= self.max_configs:
+                self.config_errors.clear()  # bounded; a recent failure is listed again
             self.config_errors[topic] = exc.reason
             raise
         self.config_errors.pop(topic, None)
@@ -257,6 +267,7 @@ class Registry:
                 self._reported.discard(entity.key)
         self.entities = entities
         self.by_state_topic = by_topic
+        self._reported &= set(entities)
         for key in list(self.stats):
             if key not in entities:
                 del self.stats[key]

@@ -60,7 +60,9 @@ class DiscoveryService:
         subscriptions: list[SubscriptionConfig],
     ) -> None:
         self.config = config
-        self.registry = Registry(config.prefix, frozenset(config.components), limits)
+        self.registry = Registry(
+            config.prefix, frozenset(config.components), limits, max_configs=config.max_configs
+        )
         self.path = config.state_file or store.state_path(Path(database))
         self.subscriptions = subscriptions
         self.z2m_topics = (

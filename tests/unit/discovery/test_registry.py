@@ -335,3 +335,16 @@ def test_z2m_device_list_gives_units_by_field() -> None:
     }
     with pytest.raises(DiscoveryError, match="array"):
         parse_devices(b"{}", "zigbee2mqtt")
+
+
+def test_the_number_of_configs_is_bounded() -> None:
+    registry = Registry(max_configs=3)
+    for index in range(3):
+        registry.apply_config(f"{PREFIX}/sensor/s{index}/config", dumps({"stat_t": f"s/{index}"}))
+    with pytest.raises(DiscoveryError, match="more than 3 discovery configs"):
+        registry.apply_config(f"{PREFIX}/sensor/s9/config", dumps({"stat_t": "s/9"}))
+    # An update of one held, or a removal, still works; then there is room again.
+    assert registry.apply_config(f"{PREFIX}/sensor/s0/config", dumps({"stat_t": "s/00"}))
+    assert registry.apply_config(f"{PREFIX}/sensor/s1/config", b"")
+    assert registry.apply_config(f"{PREFIX}/sensor/s9/config", dumps({"stat_t": "s/9"}))
+    assert len(registry.configs) == 3
