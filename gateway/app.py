@@ -35,6 +35,7 @@ from gateway.models import DeadLetter, Reading
 from gateway.pipeline import Pipeline
 from gateway.receive_time import ReceiveClock
 from gateway.router import Router
+from gateway.series_gate import SeriesGate
 from gateway.sources._paho_adapter import check_compatible
 from gateway.sources.mqtt import MqttSource
 from gateway.storage.backends import write_store
@@ -154,7 +155,14 @@ class Gateway:
         # Receive times for readings without a timestamp: the store keeps its floor
         # across restarts (docs/decisions/0082).
         self.receive_clock = ReceiveClock()
-        self.store = write_store(settings.storage, self.metrics, self.receive_clock)
+        # Caps on new series (storage.max_series, storage.max_new_series_per_message):
+        # seeded by the store at open, enforced by the router with the payload at hand.
+        self.series_gate = SeriesGate(
+            settings.storage.max_series, settings.storage.max_new_series_per_message
+        )
+        self.store = write_store(
+            settings.storage, self.metrics, self.receive_clock, self.series_gate
+        )
         writer: WriteStore = self.store
         if faults.value("storage-outage") or faults.value("writer-crash"):
             writer = _FaultyStore(self.store)
@@ -175,6 +183,7 @@ class Gateway:
             settings.pipeline.max_payload_bytes,
             self.receive_clock,
             self.discovery,
+            series_gate=self.series_gate,
         )
         self.source = MqttSource(
             settings.mqtt,

@@ -223,6 +223,8 @@ class StorageConfig(_Section):
     dead_letter_max_payload: int = Field(64 * 1024, ge=0)
     dead_letter_max_rows: int = Field(100_000, ge=1)
     series_cache_size: int = Field(100_000, ge=100)
+    max_series: int = Field(250_000, ge=0)
+    max_new_series_per_message: int = Field(1_000, ge=0)
     retention: RetentionConfig = RetentionConfig()
     max_size: str = "0"
     min_free_disk: str = "200MB"

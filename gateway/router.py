@@ -25,6 +25,7 @@ from gateway.config import SubscriptionConfig
 from gateway.errors import DecodeError
 from gateway.models import DeadLetter, Decoded, Envelope, Reading
 from gateway.receive_time import ReceiveClock
+from gateway.series_gate import SeriesGate
 from gateway.topics import TopicTemplate
 from gateway.validation import DecodeContext, Limits
 
@@ -151,6 +152,7 @@ class Router:
         max_payload_bytes: int,
         clock: ReceiveClock | None = None,
         discovery: DiscoveryRoutes | None = None,
+        series_gate: SeriesGate | None = None,
     ) -> None:
         self.routes = [Route.build(sub, limits) for sub in subscriptions]
         self.limits = limits
@@ -163,6 +165,8 @@ class Router:
         """Gives readings without a timestamp receive times that never collide within a
         series (gateway.receive_time)."""
         self._crash_log = _CrashLog()
+        self.series_gate = series_gate
+        """Caps new series per message and in total (None: no caps)."""
 
     def route_for(self, topic: str) -> Route | None:
         """The first subscription (in config order) whose filter matches ``topic``."""
@@ -254,6 +258,10 @@ class Router:
                 self._check_size(payload)
                 ctx.now_ms = now_ms
                 decoded = self._decode(prepared, payload, ctx)
+            if self.series_gate is not None:
+                refusal = self.series_gate.admit(decoded.readings)
+                if refusal is not None:
+                    raise DecodeError(refusal)
         except DecodeError as exc:
             return Envelope(
                 [],

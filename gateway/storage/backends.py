@@ -11,17 +11,22 @@ from pathlib import Path
 from gateway.config import StorageConfig
 from gateway.metrics import Metrics
 from gateway.receive_time import ReceiveClock
+from gateway.series_gate import SeriesGate
 from gateway.storage.base import ReadStore, WriteStore
 from gateway.storage.sqlite.reader import SqliteReader
 from gateway.storage.sqlite.store import SqliteStore
 
 
 def write_store(
-    config: StorageConfig, metrics: Metrics, receive_clock: ReceiveClock | None = None
+    config: StorageConfig,
+    metrics: Metrics,
+    receive_clock: ReceiveClock | None = None,
+    series_gate: SeriesGate | None = None,
 ) -> WriteStore:
     """The write side for a running gateway (one per database). With ``receive_clock``,
-    the store seeds it at open and keeps its floor with the batches (decision 0082)."""
-    return SqliteStore(config, metrics, receive_clock=receive_clock)
+    the store seeds it at open and keeps its floor with the batches (decision 0082);
+    with ``series_gate``, the store seeds it with its series at open (decision 0154)."""
+    return SqliteStore(config, metrics, receive_clock=receive_clock, series_gate=series_gate)
 
 
 def read_store(

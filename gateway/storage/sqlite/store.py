@@ -8,7 +8,8 @@ in order:
 3. convert an old database to incremental auto-vacuum when that is cheap;
 4. install the hooks: late-data tracking for rollups (``BatchWriter.after_insert``)
    and the size guard (``SqliteSink.admission``);
-5. open the sink (creates or migrates the schema).
+5. open the sink (creates or migrates the schema);
+6. seed the receive clock and the series gate (every stored series key).
 
 ``maintain`` is the scheduled work (compaction, rollups, retention, guard,
 checkpoints, wear: :mod:`gateway.storage.sqlite.maintenance`), which the application
@@ -25,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Reading
 from gateway.parsing import parse_size
 from gateway.receive_time import ReceiveClock
+from gateway.series_gate import SeriesGate
 from gateway.storage.base import WriteResult
 from gateway.storage.sqlite import receive_floor
 from gateway.storage.sqlite.guard import Guard
@@ -57,8 +59,10 @@ class SqliteStore:
         sink: SqliteSink | None = None,
         clock: Clock = wall_clock_ms,
         receive_clock: ReceiveClock | None = None,
+        series_gate: SeriesGate | None = None,
     ) -> None:
         self.config = config
+        self.series_gate = series_gate
         self.sink = sink if sink is not None else build_sink(config)
         self.metrics = metrics
         self.clock = clock
@@ -88,6 +92,8 @@ class SqliteStore:
             await self.sink.open()
             if self.receive_clock is not None:
                 await receive_floor.install(self.sink, self.receive_clock)
+            if self.series_gate is not None:
+                await self.sink.seed(self.series_gate)
         except BaseException:
             self.lock.release()
             raise

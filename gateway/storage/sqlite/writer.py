@@ -26,6 +26,7 @@ import aiosqlite
 
 from gateway.errors import StorageError
 from gateway.models import DeadLetter, Reading, Tags
+from gateway.series_gate import SeriesGate
 from gateway.storage.base import WriteResult
 from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
 from gateway.storage.sqlite.connection import (
@@ -309,6 +310,19 @@ class SqliteSink:
         except StorageError:
             await self.close()
             raise
+
+    async def seed(self, gate: SeriesGate) -> None:
+        """Give ``gate`` the key of every stored series (one pass over the series table,
+        on the writer's thread, before any batch)."""
+
+        def keys(conn: sqlite3.Connection) -> None:
+            rows = conn.execute("SELECT sensor_id, metric, unit, tags FROM series")
+            gate.load((s, m, u or None, _tags_tuple(t)) for s, m, u, t in rows)
+
+        try:
+            await run_on_connection(self.connection, keys)
+        except (sqlite3.Error, OSError) as exc:
+            raise convert_sqlite_error(exc, "reading series") from None
 
     async def write_batch(
         self, readings: Sequence[Reading], dead_letters: Sequence[DeadLetter]
