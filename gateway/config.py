@@ -309,6 +309,7 @@ class ApiConfig(_Section):
     query_timeout_s: float = Field(10.0, gt=0, le=3600)
     query_threads: int = Field(2, ge=1, le=16)
     max_exports: int = Field(2, ge=1, le=64)
+    export_timeout_s: float = Field(600.0, gt=0, le=86_400)
     rate_limit_per_s: float = Field(20.0, ge=0)
     rate_limit_burst: int = Field(60, ge=1)
     max_request_bytes: int = Field(16_384, ge=0)

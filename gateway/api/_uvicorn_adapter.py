@@ -18,6 +18,11 @@ What uvicorn offers, and why it is not enough (``docs/decisions/0150``):
   checks the write buffer every ``send_timeout_s``; if it did not shrink, the
   connection is aborted (which wakes the response with a disconnect).
 * ``h11_max_incomplete_event_size`` (headers ≤ 16 KiB) is public and used as is.
+* Cutting a response off on purpose (an export past its deadline) is done the only way
+  ASGI has — the application returns without finishing the body, and uvicorn closes the
+  connection — but uvicorn then logs an ERROR meant for application bugs.
+  :func:`abandon_response` marks the request's context so :class:`_AbandonedFilter`
+  drops exactly that line for it (the application logs its own reason).
 
 The subclass uses these members of ``H11Protocol``: ``connection_made``,
 ``data_received``, ``connection_lost``, ``on_response_complete``, ``pause_writing``,
@@ -30,6 +35,7 @@ uvicorn upgrade that moves any of them fails a test, not production.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import select
 import time
@@ -56,6 +62,23 @@ _REQUIRED = (
 _missing = [name for name in _REQUIRED if not callable(getattr(H11Protocol, name, None))]
 if _missing:  # pragma: no cover - only with an incompatible uvicorn
     raise ImportError(f"uvicorn's H11Protocol lacks {', '.join(_missing)}: unsupported uvicorn")
+
+_ABANDONED: contextvars.ContextVar[bool] = contextvars.ContextVar("abandoned", default=False)
+_INCOMPLETE = "ASGI callable returned without completing response."
+
+
+def abandon_response() -> None:
+    """Called by the application, in the request's task, before it returns without
+    finishing a response on purpose: uvicorn's ERROR line about it is dropped."""
+    _ABANDONED.set(True)
+
+
+class _AbandonedFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == _INCOMPLETE and _ABANDONED.get())
+
+
+logging.getLogger("uvicorn.error").addFilter(_AbandonedFilter())
 
 _TIMEOUT_BODY = b'{"error": "request headers not received in time"}'
 _TIMEOUT_408 = (

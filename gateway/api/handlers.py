@@ -11,15 +11,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.api import params, prometheus
+from gateway.api._uvicorn_adapter import abandon_response
 from gateway.api.state import ApiState
 from gateway.csv_cells import safe_cell
 from gateway.health import readiness
@@ -28,12 +31,14 @@ from gateway.storage.base import Bucket, Latest, ReadingRow, Stats
 from gateway.validation import format_ms
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_SPAN_MS = 24 * 3_600_000
 DEFAULT_LIMIT = 1000
 DB_GAUGES_TTL_S = 5.0
 STATS_TTL_S = 10.0
-CSV_CHUNK = 1000
+CSV_CHUNK = 5000
+"""Rows per chunk of an export (each chunk is one query)."""
 
 
 def state_of(request: Request) -> ApiState:
@@ -246,44 +251,113 @@ def _csv_lines(rows: Iterable[Iterable[object]], raw: bool = False) -> str:
     return buffer.getvalue()
 
 
+class _ExportSlot:
+    """One of ``api.max_exports``: taken synchronously (before the handler awaits
+    anything, so simultaneous requests cannot all pass the check), given back exactly
+    once, however the export ends."""
+
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
+        self.held = state.exports_running < state.config.max_exports
+        if self.held:
+            state.exports_running += 1
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.state.exports_running -= 1
+
+
+class _Export(StreamingResponse):
+    """A CSV stream that gives its slot back when the response ends — also when it
+    never started (the client left first) — and stops at the export deadline."""
+
+    def __init__(self, body: AsyncIterator[str], slot: _ExportSlot) -> None:
+        super().__init__(body, media_type="text/csv; charset=utf-8")
+        self.slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _ExportStopped as exc:
+            # The 200 is out: returning without finishing the body makes the server
+            # close the connection, so the client sees an incomplete transfer.
+            log.warning("%s", exc)
+            abandon_response()
+        finally:
+            self.slot.release()
+
+
+class _ExportStopped(Exception):
+    """An export ran past ``api.export_timeout_s``: the response is cut off (the client
+    sees an incomplete transfer, not a complete-looking file)."""
+
+
 async def _csv_response(
     state: ApiState,
     header: list[str],
-    chunks: AsyncIterator[list[T]],
+    chunks: Callable[[], AsyncIterator[list[T]]],
     to_row: Callable[[T], list[object]],
     filename: str,
     raw: bool = False,
 ) -> Response:
-    """Stream ``chunks`` as CSV, chunk by chunk, never holding the whole result.
+    """Stream the chunks of ``chunks()`` as CSV, never holding the whole result.
 
-    The first chunk is read before the response starts, so a bad request still gets
-    a proper 400 rather than a cut-off 200.
+    The export slot is taken before the first await. The first chunk is read before the
+    response starts, so a bad request still gets a proper 400 rather than a cut-off
+    200. The whole export must end within ``api.export_timeout_s``; a client that stops
+    reading is cut off by the server's send timeout (``api.send_timeout_s``).
     """
-    if state.exports_running >= state.config.max_exports:
-        await _aclose(chunks)
+    slot = _ExportSlot(state)
+    if not slot.held:
         return reply({"error": "too many exports running; try again shortly"}, status=429)
-    iterator = aiter(chunks)
+    deadline = time.monotonic() + state.config.export_timeout_s
     try:
+        iterator = aiter(chunks())
         first = await anext(iterator, None)
     except BaseException:
-        await _aclose(chunks)
+        slot.release()
         raise
 
     async def body() -> AsyncIterator[str]:
-        state.exports_running += 1
         try:
             yield _csv_lines([header])
             if first is not None:
                 yield _csv_lines((to_row(item) for item in first), raw)
                 async for chunk in iterator:
+                    if time.monotonic() > deadline:
+                        raise _ExportStopped(
+                            f"export stopped after {state.config.export_timeout_s:g}s"
+                            " (api.export_timeout_s)"
+                        )
                     yield _csv_lines((to_row(item) for item in chunk), raw)
         finally:
-            state.exports_running -= 1
-            await _aclose(chunks)
+            slot.release()
+            await _aclose(iterator)
 
-    response = StreamingResponse(body(), media_type="text/csv; charset=utf-8")
+    response = _Export(body(), slot)
     response.headers["content-disposition"] = f'attachment; filename="{filename}"'
     return no_store(response)
+
+
+async def _readings_by_key(
+    state: ApiState, query: ReadingsQuery, total: int, chunk: int
+) -> AsyncIterator[list[ReadingRow]]:
+    """Up to ``total`` rows of ``query`` in chunks, each chunk its own query starting
+    after the last row's key ``(ts, series_id)``: no read transaction (and so no WAL
+    snapshot) lives between chunks, however long the client takes to read them."""
+    after = query.after
+    left = total
+    while left > 0:
+        size = min(chunk, left)
+        rows = await state.store.readings(replace(query, after=after, limit=size))
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        left -= len(rows)
+        after = (rows[-1].ts_ms, rows[-1].series_id)
 
 
 async def _aclose(chunks: AsyncIterator[Any]) -> None:
@@ -354,7 +428,7 @@ async def readings(request: Request) -> Response:
         return await _csv_response(
             state,
             READING_CSV_HEADER,
-            state.store.stream_readings(select(limit), CSV_CHUNK),
+            lambda: _readings_by_key(state, select(limit), limit, CSV_CHUNK),
             _reading_csv,
             "readings.csv",
             params.csv_raw(qp),
@@ -421,7 +495,7 @@ async def aggregate(request: Request) -> Response:
         return await _csv_response(
             state,
             header,
-            state.store.stream_aggregate(select(0), CSV_CHUNK),
+            lambda: state.store.stream_aggregate(select(0), CSV_CHUNK),
             to_row,
             "aggregate.csv",
             params.csv_raw(qp),
