@@ -48,7 +48,11 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   if [ "$(id -u)" != "0" ]; then
-    echo "ensure-docker: no Docker engine answers and only root can start one: sudo dockerd &" >&2
+    if [ -S /var/run/docker.sock ] && [ ! -w /var/run/docker.sock ]; then
+      echo "ensure-docker: no access to /var/run/docker.sock: sudo usermod -aG docker $(id -un) (then log in again)" >&2
+    else
+      echo "ensure-docker: no Docker engine answers and only root can start one: sudo dockerd &" >&2
+    fi
     exit 3
   fi
   if ! command -v dockerd >/dev/null 2>&1; then
