@@ -35,6 +35,7 @@ from tests.support.docker import (  # noqa: E402
     docker,
     engine_problem,
     http_json,
+    remove_image,
     removed_after,
 )
 
@@ -186,7 +187,7 @@ def main() -> int:
             for profile in args.profiles.split(","):
                 results.append(measure(arch, tag, workdir, profile))
                 print(json.dumps(results[-1]), flush=True)
-            docker("image", "rm", tag, check=False)
+            remove_image(tag)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.2f}")

@@ -44,10 +44,11 @@ from tests.support.docker import (  # noqa: E402
     build_image,
     check_platform,
     compose_command,
-    docker,
     engine_problem,
     mosquitto_image,
+    remove_image,
     run,
+    unique_tag,
 )
 from tests.support.systemd import systemd_end_to_end  # noqa: E402
 
@@ -64,7 +65,7 @@ def check_one(arch: str, workdir: Path) -> tuple[Build | None, PlatformCheck]:
     try:
         base = base_image(arch)
         say(f"{arch}: base {base} ready in {time.monotonic() - started:.0f} s")
-        build = build_image(arch, f"tidegate-test:{arch}", base)
+        build = build_image(arch, unique_tag(arch), base)
     except DockerError as exc:
         check = PlatformCheck(arch, emulated)
         check.failures.append(str(exc))
@@ -88,9 +89,10 @@ def compose_end_to_end(workdir: Path) -> list[str]:
     """The README's Docker commands, in order, on this machine's platform; failures."""
     compose = compose_command()
     project = f"tidegate-image-test-{secrets.token_hex(3)}"
+    image = unique_tag("compose")
     env = {
         "COMPOSE_PROJECT_NAME": project,
-        "TIDEGATE_IMAGE": "tidegate-test:compose",
+        "TIDEGATE_IMAGE": image,
         "TIDEGATE_BASE_IMAGE": base_image(NATIVE or "amd64"),
         "TIDEGATE_MOSQUITTO_IMAGE": mosquitto_image(),
         "TIDEGATE_MQTT_PORT": str(free_port()),  # never the host's 1883
@@ -129,7 +131,7 @@ def compose_end_to_end(workdir: Path) -> list[str]:
         if down:
             argv = compose + shlex.split(down[0])[2:] + ["--volumes"]
             run(argv, timeout=300, check=False, env=env)
-        docker("image", "rm", "tidegate-test:compose", check=False)
+        remove_image(image)
     return failures
 
 
@@ -198,14 +200,17 @@ def main() -> int:
         return 1
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tidegate-image-test-"))
+    rows: list[tuple[Build | None, PlatformCheck]] = []
     try:
-        rows = [check_one(arch, workdir) for arch in arches]
+        for arch in arches:
+            rows.append(check_one(arch, workdir))
         compose_failures = [] if args.no_compose else compose_end_to_end(workdir)
         systemd_failures = [] if args.no_systemd else systemd_end_to_end(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        for arch in arches:
-            docker("image", "rm", f"tidegate-test:{arch}", check=False)
+        for build, _check in rows:
+            if build is not None:
+                remove_image(build.tag)
     print()
     print(table(rows))
     print()

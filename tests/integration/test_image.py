@@ -25,6 +25,8 @@ from tests.support.docker import (
     check_platform,
     docker,
     engine_problem,
+    remove_image,
+    unique_tag,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -39,9 +41,9 @@ def image() -> Iterator[Build]:
     problem = engine_problem()
     if problem is not None:
         pytest.skip(f"no Docker engine: {problem}")
-    build = build_image(NATIVE, f"tidegate-test:{NATIVE}")
+    build = build_image(NATIVE, unique_tag(NATIVE))
     yield build
-    docker("image", "rm", build.tag, check=False)
+    remove_image(build.tag)
 
 
 def test_image_is_small_non_root_and_health_checked(image: Build) -> None:

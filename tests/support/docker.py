@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -107,6 +109,23 @@ class Build:
     arch: str
     seconds: float
     size_bytes: int
+
+
+def unique_tag(label: str) -> str:
+    """An image tag of this run only: several worktrees may test on one engine at once."""
+    return f"tidegate-test:{label}-{secrets.token_hex(3)}"
+
+
+def context_dir(arch: str, tag: str) -> Path:
+    """Where scripts/build-image.sh staged the wheels for ``tag``."""
+    return ROOT / "build" / "image-context" / f"{arch}-{re.sub(r'[^A-Za-z0-9_.-]', '_', tag)}"
+
+
+def remove_image(tag: str) -> None:
+    """Remove ``tag`` and its staged build context (after a test)."""
+    run(["docker", "image", "rm", tag], 120, check=False)
+    for arch in PLATFORMS:
+        shutil.rmtree(context_dir(arch, tag), ignore_errors=True)
 
 
 def build_image(arch: str, tag: str, base: str | None = None) -> Build:
