@@ -30,6 +30,7 @@ from gateway import faults
 from gateway.config import Settings
 from gateway.discovery.service import DiscoveryService
 from gateway.errors import StorageError
+from gateway.lag import LagTracker
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Reading
 from gateway.pipeline import Pipeline
@@ -38,6 +39,7 @@ from gateway.router import Router
 from gateway.series_gate import SeriesGate
 from gateway.sources._paho_adapter import check_compatible
 from gateway.sources.mqtt import MqttSource
+from gateway.status import status_service
 from gateway.storage.backends import write_store
 from gateway.storage.base import WriteResult, WriteStore
 
@@ -185,6 +187,15 @@ class Gateway:
             self.discovery,
             series_gate=self.series_gate,
         )
+        # How far behind it is (docs/decisions/0094): commits and the broker's $SYS
+        # counters feed the tracker; the status service re-evaluates it every second.
+        self.lag = LagTracker(
+            self.metrics.lag,
+            settings.pipeline.lag_threshold_s,
+            self.pipeline.queue.qsize,
+            idle_at=self.pipeline.idle_at,
+        )
+        self.pipeline.on_commit = self.lag.committed
         self.source = MqttSource(
             settings.mqtt,
             settings.subscriptions,
@@ -192,6 +203,7 @@ class Gateway:
             self.pipeline,
             self.metrics,
             state_path=subscription_state_path(settings),
+            broker_stats=self.lag.broker_value,
         )
         if self.discovery is not None:
             self.discovery.attach(
@@ -261,6 +273,9 @@ class Gateway:
                 task = asyncio.create_task(self.discovery.run(connected), name="discovery")
                 service_tasks.append(task)
                 supervisor.watch(task)
+            task = asyncio.create_task(status_service(self), name="status")
+            service_tasks.append(task)
+            supervisor.watch(task)
             self.started.set()
             log.info(
                 "tidegate running: broker %s:%d, database %s",

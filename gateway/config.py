@@ -97,6 +97,7 @@ class MqttConfig(_Section):
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
     buffer_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
+    broker_stats: bool = True
     max_packet_size: int = Field(0, ge=0, le=268_435_455)
     tls: TlsConfig = TlsConfig()
 
@@ -188,6 +189,7 @@ class PipelineConfig(_Section):
     max_topic_bytes: int = Field(1024, ge=16, le=65_535)
     shutdown_timeout_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
+    lag_threshold_s: float = Field(30.0, gt=0, le=86_400)
 
 
 class RetentionConfig(_Section):

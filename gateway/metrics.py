@@ -161,6 +161,8 @@ class Metrics:
     """Seconds one batch transaction took."""
     batch_readings: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     queue_depth: Callable[[], int] = lambda: 0
+    buffered: Callable[[], tuple[int, int]] = lambda: (0, 0)
+    """Messages and bytes read from the broker, not yet handed to the pipeline."""
     queue_capacity: int = 0
     storage: StorageCounters = field(default_factory=StorageCounters)
 

@@ -25,6 +25,7 @@ import gc
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from gateway.config import PipelineConfig
 from gateway.errors import StorageError
@@ -35,6 +36,9 @@ from gateway.storage.base import WriteStore
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.005
+IDLE_S = 0.2
+"""A wait for work at least this long counts as idle (see :meth:`Pipeline.idle_at`):
+longer than the broker takes to refill its in-flight window after acks."""
 
 
 class Pipeline:
@@ -56,6 +60,11 @@ class Pipeline:
         self._room = asyncio.Event()
         self._room.set()
         self._writer: asyncio.Task[None] | None = None
+        self._waiting_since: float | None = None
+        self._last_idle = time.monotonic()
+        self.on_commit: Callable[[list[Reading], float], None] | None = None
+        """Called after each commit with its readings and the slowest message's
+        arrival-to-commit seconds (:class:`gateway.lag.LagTracker`)."""
         self._frozen = False
         self._failing_since: float | None = None
 
@@ -157,10 +166,28 @@ class Pipeline:
             count += len(item.readings)
         return batch, False
 
+    def idle_at(self) -> float:
+        """``time.monotonic()`` of the last moment the writer had waited
+        :data:`IDLE_S` or more with nothing to do (now, if it is waiting that long now):
+        a gateway that keeps up has such moments; one working off a backlog does not."""
+        waiting = self._waiting_since
+        if waiting is not None:
+            now = time.monotonic()
+            if now - waiting >= IDLE_S:
+                return now
+        return self._last_idle
+
     async def _run(self) -> None:
         queue = self.queue
         while True:
+            if queue.empty():
+                self._waiting_since = time.monotonic()
             first = await queue.get()
+            if self._waiting_since is not None:
+                now = time.monotonic()
+                if now - self._waiting_since >= IDLE_S:
+                    self._last_idle = now
+                self._waiting_since = None
             if first is None:
                 return
             batch, stop_seen = await self._gather(first)
@@ -208,9 +235,11 @@ class Pipeline:
         metrics.commit_duration.observe(done - started)
         metrics.batch_readings.observe(len(readings))
         latency = metrics.commit_latency
+        oldest = done
         for envelope in batch:
             if envelope.received_at:
                 latency.observe(done - envelope.received_at)
+                oldest = min(oldest, envelope.received_at)
             sub = metrics.subscription(envelope.subscription)
             if envelope.dead_letter is not None:
                 sub.dead_lettered += 1
@@ -218,3 +247,5 @@ class Pipeline:
                 sub.stored_messages += 1
             envelope.ack()
         metrics.messages_committed += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(readings, done - oldest)

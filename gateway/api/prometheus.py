@@ -168,6 +168,69 @@ def render(
     out.single(
         "tidegate_queue_depth", "gauge", "Messages waiting for the writer.", metrics.queue_depth()
     )
+    buffered_messages, buffered_bytes = metrics.buffered()
+    out.single(
+        "tidegate_mqtt_buffered_messages",
+        "gauge",
+        "Messages read from the broker, not yet handed to the pipeline.",
+        buffered_messages,
+    )
+    out.single(
+        "tidegate_mqtt_buffered_bytes",
+        "gauge",
+        "Bytes of those messages (bounded by mqtt.buffer_bytes per connection).",
+        buffered_bytes,
+    )
+    out.single(
+        "tidegate_failed",
+        "gauge",
+        "1 once a long-lived task failed (the process drains and exits with 70).",
+        1 if metrics.failure else 0,
+    )
+    lag = metrics.lag
+    out.single(
+        "tidegate_falling_behind",
+        "gauge",
+        "1 while the gateway is falling behind (see /readyz for the reason).",
+        1 if lag.behind else 0,
+    )
+    out.single(
+        "tidegate_lag_reading_age_seconds",
+        "gauge",
+        "Age of the readings being committed (commit time minus their timestamps; smoothed).",
+        lag.reading_age_s,
+    )
+    out.single(
+        "tidegate_lag_receipt_to_commit_seconds",
+        "gauge",
+        "Seconds from the slowest message's arrival to its commit, last batch.",
+        lag.receipt_to_commit_s,
+    )
+    broker: tuple[tuple[str, int | None, str], ...] = (
+        (
+            "tidegate_broker_messages_dropped",
+            lag.broker_dropped,
+            "The broker's $SYS/broker/publish/messages/dropped (broker-wide).",
+        ),
+        (
+            "tidegate_broker_messages_dropped_since_start",
+            lag.dropped_since_start if lag.broker_dropped is not None else None,
+            "Messages the broker dropped since this gateway started (broker-wide).",
+        ),
+        (
+            "tidegate_broker_store_messages",
+            lag.broker_stored,
+            "The broker's $SYS/broker/store/messages/count: messages it holds.",
+        ),
+        (
+            "tidegate_broker_store_bytes",
+            lag.broker_stored_bytes,
+            "The broker's $SYS/broker/store/messages/bytes.",
+        ),
+    )
+    for gauge, figure, text in broker:
+        if figure is not None:  # a broker that does not publish it: no sample
+            out.single(gauge, "gauge", text, figure)
     out.single(
         "tidegate_queue_capacity", "gauge", "Queue capacity (messages).", metrics.queue_capacity
     )

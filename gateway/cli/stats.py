@@ -1,4 +1,7 @@
-"""``tidegate stats``: readings, series, dead letters and database size."""
+"""``tidegate stats``: readings, series, dead letters and database size — and, when a
+gateway runs on this database, its live status (ready / degraded / not ready, lag, the
+broker's dropped and queued counts) from the status file it keeps next to the database
+(:mod:`gateway.status`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gateway.cli.common import add_db_argument, open_reader
+from gateway.status import read_status, status_path
 from gateway.validation import format_ms
 
 
@@ -31,8 +35,9 @@ def handle(args: argparse.Namespace) -> int:
     with open_reader(args) as (reader, path):
         totals = reader(reader.store.stats())
         details = reader(reader.store.details())
+    live = read_status(status_path(path))
     if args.format == "json":
-        print(json.dumps({**asdict(totals), "storage": details.data}))
+        print(json.dumps({**asdict(totals), "storage": details.data, "live": live}))
         return 0
     per_reading = (totals.database_bytes / totals.readings) if totals.readings else 0.0
     lines = [
@@ -48,8 +53,56 @@ def handle(args: argparse.Namespace) -> int:
         ("oldest", format_ms(totals.oldest_ts_ms) if totals.oldest_ts_ms is not None else "-"),
         ("newest", format_ms(totals.newest_ts_ms) if totals.newest_ts_ms is not None else "-"),
         *details.lines,
+        *live_lines(live),
     ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key.ljust(width)}  {value}")
     return 0
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def live_lines(live: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The running gateway's status as table lines."""
+    if live is None:
+        return [("gateway", "no status file (not started on this database by this version)")]
+    if not live.get("live"):
+        last = str(live.get("status", "?"))
+        return [("gateway", f"not running (last status {_ago(float(live['age_s']))}: {last})")]
+    status = str(live.get("status", "?"))
+    reasons = "; ".join(map(str, live.get("reasons", [])))
+    lines = [
+        (
+            "gateway",
+            f"running (pid {live.get('pid')}), {status}"
+            + (f": {reasons}" if reasons else "")
+            + f" — as of {_ago(float(live['age_s']))}",
+        )
+    ]
+    lag = live.get("lag") or {}
+    lines.append(
+        (
+            "lag",
+            f"readings committed {float(lag.get('reading_age_s', 0)):.1f} s after their"
+            f" timestamps; arrival to commit {float(lag.get('receipt_to_commit_s', 0)) * 1000:.0f} ms",
+        )
+    )
+    broker = live.get("broker") or {}
+    if broker.get("dropped") is not None:
+        text = (
+            f"dropped {int(broker.get('dropped_since_start') or 0):,} since the gateway started"
+            f" (broker total {int(broker['dropped']):,})"
+        )
+        if broker.get("stored_messages") is not None:
+            text += f"; holds {int(broker['stored_messages']):,} messages"
+            if broker.get("stored_bytes") is not None:
+                text += f" ({_size(int(broker['stored_bytes']))})"
+        lines.append(("broker", text))
+    return lines

@@ -57,7 +57,7 @@ from paho.mqtt.exception import MalformedPacket
 
 from gateway import faults
 from gateway.errors import IncompatibleLibrary, ProtocolError
-from gateway.sources.packets import Message, PacketReader
+from gateway.sources.packets import Message, OnDollar, PacketReader
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ def configure(
     *,
     max_payload: int,
     max_topic: int,
+    on_dollar: OnDollar | None = None,
 ) -> PahoHandle:
     """Switch ``client`` (not yet connected) to our packet reader and manual acks.
 
@@ -191,6 +192,7 @@ def configure(
         max_topic=max_topic,
         v5=inner._protocol == paho.MQTTv5,  # noqa: SLF001
         tag=handle,
+        on_dollar=on_dollar,
     )
     inner.manual_ack_set(True)  # belt and braces: no PUBLISH reaches paho any more
     inner.disable_logger()

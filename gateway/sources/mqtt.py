@@ -33,6 +33,7 @@ import random
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway import faults
 from gateway.config import MqttConfig, PipelineConfig, SubscriptionConfig
 from gateway.errors import ProtocolError
+from gateway.lag import BROKER_TOPICS
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Envelope
 from gateway.pipeline import Pipeline
@@ -61,6 +63,10 @@ from gateway.sources.subscriptions import (
 )
 
 log = logging.getLogger(__name__)
+
+BrokerStats = Callable[[str, bytes], None]
+"""Receives the broker's ``$SYS`` counters (topic, payload) as they arrive."""
+BROKER_STATS_OWNER = "broker-stats"
 
 
 def max_packet_size(config: MqttConfig, pipeline: PipelineConfig) -> int:
@@ -133,8 +139,10 @@ class Connection:
         router: Router,
         pipeline: Pipeline,
         metrics: Metrics,
+        broker_stats: BrokerStats | None = None,
     ) -> None:
         self.index = index
+        self.broker_stats = broker_stats
         self.config = config
         self.limits: PipelineConfig = pipeline.config
         self.packet_limit = max_packet_size(config, self.limits)
@@ -181,6 +189,15 @@ class Connection:
             self._backpressured = True
             self.metrics.paused_reads += 1
             adapter.pause_reading(handle)
+
+    def _on_dollar(self, topic: str, payload: bytes, qos: int) -> bool:
+        """A ``$…`` topic as it arrives: the broker's counters go to ``broker_stats`` at
+        once (not behind a backlog); consumed unless a ``[[subscriptions]]`` wants it too
+        (or it needs an ack)."""
+        if self.broker_stats is None or topic not in BROKER_TOPICS:
+            return False
+        self.broker_stats(topic, payload)
+        return qos == 0 and self.router.route_for(topic) is None
 
     def _ack(self, handle: adapter.PahoHandle, mid: int, qos: int) -> None:
         # Acked on the connection the message came on; a packet id from an earlier
@@ -255,6 +272,7 @@ class Connection:
                 self._on_messages,
                 max_payload=self.limits.max_payload_bytes,
                 max_topic=self.limits.max_topic_bytes,
+                on_dollar=self._on_dollar if self.broker_stats is not None else None,
             )
             try:
                 async with asyncio.timeout(self.config.connect_timeout_s):
@@ -371,6 +389,20 @@ class Connection:
             granted: list[str] = []
             for (sent, qos), code in zip(items, list(codes or []), strict=False):
                 value = getattr(code, "value", code)
+                if (
+                    isinstance(value, int)
+                    and value >= 0x80
+                    and registry.optional(change.target.get(sent, (0, frozenset()))[1])
+                ):
+                    log.warning(
+                        "mqtt[%s] broker refused optional subscription %r (code %#04x):"
+                        " going without it",
+                        self.client_id,
+                        sent,
+                        value,
+                    )
+                    held.pop(sent, None)
+                    continue
                 if isinstance(value, int) and value >= 0x80:
                     reason = (
                         str(getattr(code, "getName", lambda: "")() or "refused")
@@ -403,8 +435,12 @@ class Connection:
                         value,
                         qos,
                     )
-            if granted:
-                parts.append(f"subscribed {len(granted)} ({_list(granted)})")
+            # The broker-statistics probe is summarised apart (internal, always the same).
+            main = [f for f in granted if not registry.optional(held[f][1])]
+            if main:
+                parts.append(f"subscribed {len(main)} ({_list(main)})")
+            if len(main) < len(granted):
+                parts.append(f"broker statistics: {len(granted) - len(main)} $SYS topic(s)")
         if change.unsubscribe:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 await client.unsubscribe(list(change.unsubscribe))
@@ -414,8 +450,13 @@ class Connection:
                 f"unsubscribed {len(change.unsubscribe)} no longer wanted"
                 f" ({_list(change.unsubscribe)})"
             )
-        if change.unchanged:
-            parts.append(f"{change.unchanged} unchanged")
+        probe_unchanged = sum(
+            1
+            for f, (_q, owners) in held.items()
+            if f not in change.subscribe and registry.optional(owners)
+        )
+        if change.unchanged - probe_unchanged:
+            parts.append(f"{change.unchanged - probe_unchanged} unchanged")
         self.subscribed = held
         self.store.save(self.session_key, held)
         return "; ".join(parts) or "nothing to change"
@@ -465,26 +506,44 @@ class MqttSource:
         pipeline: Pipeline,
         metrics: Metrics,
         state_path: Path | None = None,
+        broker_stats: BrokerStats | None = None,
     ) -> None:
         self.registry = Registry(config.shared_group)
         initial: dict[str, int] = {}
         for sub in subscriptions:
             initial[sub.topic] = max(sub.qos, initial.get(sub.topic, 0))
         self.filters(CONFIG_OWNER).set_initial(initial)
+        if not config.broker_stats:
+            broker_stats = None
+        if broker_stats is not None:
+            # The broker's $SYS counters (gateway.lag), once per gateway, QoS 0; a broker
+            # that keeps $SYS to itself only costs a warning.
+            probe = self.filters(BROKER_STATS_OWNER, shared=False, optional=True)
+            probe.set_initial(dict.fromkeys(BROKER_TOPICS, 0))
         self.store = SessionStore(state_path)
         self.connections = [
-            Connection(i, config, self.registry, self.store, router, pipeline, metrics)
+            Connection(
+                i, config, self.registry, self.store, router, pipeline, metrics, broker_stats
+            )
             for i in range(config.connections)
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        metrics.buffered = self.buffered
 
-    def filters(self, owner: str, shared: bool = True) -> FilterGroup:
+    def buffered(self) -> tuple[int, int]:
+        """Messages and bytes read from the broker but not yet handed to the pipeline."""
+        return (
+            sum(len(c.pending) for c in self.connections),
+            sum(c.pending_bytes for c in self.connections),
+        )
+
+    def filters(self, owner: str, shared: bool = True, optional: bool = False) -> FilterGroup:
         """The filter group of ``owner`` (created on first use; register before
         :meth:`start` so the first connect knows the owner). See
         :mod:`gateway.sources.subscriptions` for the contract."""
         group = self.registry.groups.get(owner)
         if group is None:
-            group = FilterGroup(owner, shared, self._apply)
+            group = FilterGroup(owner, shared, self._apply, optional=optional)
             self.registry.groups[owner] = group
         return group
 

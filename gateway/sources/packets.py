@@ -38,6 +38,9 @@ normal message, else why it cannot be stored (payload then empty when it was ski
 OnMessages = Callable[[list[Message], int], None]
 """Receives the messages of one read and their size (:func:`message_size` summed)."""
 OnControl = Callable[[int, bytes], None]
+OnDollar = Callable[[str, bytes, int], bool]
+"""Sees each PUBLISH whose topic starts with ``$`` (``$SYS``…) before it is queued;
+returns True when it consumed the message (it is then not handed over)."""
 
 PUBLISH = 0x30
 MAX_CONTROL_BYTES = 1 << 20
@@ -85,9 +88,11 @@ class PacketReader:
         max_topic: int,
         v5: bool = False,
         tag: Any = None,
+        on_dollar: OnDollar | None = None,
     ) -> None:
         self.on_messages = on_messages
         self.on_control = on_control
+        self.on_dollar = on_dollar
         self.max_payload = max_payload
         self.max_topic = max_topic
         self.v5 = v5
@@ -221,9 +226,16 @@ class PacketReader:
                         f"payload of {len(payload):,} bytes exceeds max_payload_bytes="
                         f"{max_payload:,}"
                     )
+                pos = body_end
+                if (
+                    topic[0] == "$"
+                    and self.on_dollar is not None
+                    and not problem
+                    and self.on_dollar(topic, payload, qos)
+                ):
+                    continue  # consumed (the broker's $SYS counters)
                 messages.append((topic, payload, qos, mid, problem, tag))
                 size += len(topic) + len(payload) + MESSAGE_OVERHEAD
-                pos = body_end
         finally:
             if pos:
                 del buf[:pos]

@@ -64,11 +64,15 @@ class FilterGroup:
         apply: Callable[[FilterGroup], Awaitable[bool]],
         *,
         settled: bool = False,
+        optional: bool = False,
     ) -> None:
         if not owner:
             raise ValueError("a filter group needs an owner name")
         self.owner = owner
         self.shared = shared
+        self.optional = optional
+        """A refusal of only this group's filters is a warning, not unreadiness (the
+        broker-statistics probe: a broker may keep ``$SYS`` to itself)."""
         self.filters: dict[str, int] = {}
         self.settled = settled
         self.removed: set[str] = set()
@@ -160,6 +164,12 @@ class Registry:
                 held[1].add(owner)
                 out[sent] = (max(held[0], qos), held[1])
         return {sent: (qos, frozenset(owners)) for sent, (qos, owners) in out.items()}
+
+    def optional(self, owners: frozenset[str]) -> bool:
+        """True when every owner of a filter is an optional group."""
+        return bool(owners) and all(
+            (g := self.groups.get(o)) is not None and g.optional for o in owners
+        )
 
     def disowned(self, owner: str, sent: str, first: bool) -> bool:
         """True if ``owner`` no longer wants ``sent``, a filter it was remembered holding:

@@ -299,3 +299,21 @@ def test_encoded_acks_parse_back(mids: list[int], kind: int) -> None:
     assert len(data) == 4 * len(mids)
     parsed = [struct.unpack(">BBH", data[i : i + 4]) for i in range(0, len(data), 4)]
     assert parsed == [(kind, 2, mid) for mid in mids]
+
+
+def test_dollar_topics_go_to_the_hook_as_they_arrive() -> None:
+    seen: list[tuple[str, bytes, int]] = []
+
+    def hook(topic: str, payload: bytes, qos: int) -> bool:
+        seen.append((topic, payload, qos))
+        return topic.startswith("$SYS/")
+
+    collector = Collector()
+    collector.reader.on_dollar = hook
+    out = collector.feed(
+        publish(b"$SYS/broker/publish/messages/dropped", b"880", qos=0)
+        + publish(b"a/b", b"1", qos=1, mid=4)
+        + publish(b"$other", b"x", qos=0)
+    )
+    assert seen == [("$SYS/broker/publish/messages/dropped", b"880", 0), ("$other", b"x", 0)]
+    assert out == [("M", "a/b", b"1", 1, 4, ""), ("M", "$other", b"x", 0, 0, "")]
