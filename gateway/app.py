@@ -30,6 +30,7 @@ from gateway import faults
 from gateway.config import Settings
 from gateway.discovery.service import DiscoveryService
 from gateway.errors import StorageError
+from gateway.health import readiness
 from gateway.lag import LagTracker
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Reading
@@ -39,7 +40,7 @@ from gateway.router import Router
 from gateway.series_gate import SeriesGate
 from gateway.sources._paho_adapter import check_compatible
 from gateway.sources.mqtt import MqttSource
-from gateway.status import status_service
+from gateway.status import STATUS_INTERVAL_S, snapshot, status_path, write_status
 from gateway.storage.backends import write_store
 from gateway.storage.base import WriteResult, WriteStore
 
@@ -97,6 +98,29 @@ async def storage_maintenance(gateway: Gateway) -> None:
     # A store without upkeep returns at once; a service must only end when cancelled
     # (the supervisor counts an early end as a failure).
     await asyncio.Future()
+
+
+async def status_service(gateway: Gateway) -> None:
+    """Re-evaluate the lag every second (caught up is noticed when traffic stops too)
+    and keep ``<database>.status.json`` for ``tidegate stats`` (:mod:`gateway.status`):
+    every :data:`~gateway.status.STATUS_INTERVAL_S`, on each readiness change, and once
+    more when stopped."""
+    path = status_path(gateway.settings.storage.path)
+    last_write = 0.0
+    last_status = ""
+    try:
+        while True:
+            gateway.lag.evaluate()
+            now = time.monotonic()
+            connected = gateway.source.connected
+            state = readiness(gateway.metrics, connected).status
+            if now - last_write >= STATUS_INTERVAL_S or state != last_status:
+                write_status(path, snapshot(gateway.metrics, connected))
+                last_write = now
+                last_status = state
+            await asyncio.sleep(1.0)
+    finally:
+        write_status(path, snapshot(gateway.metrics, gateway.source.connected, running=False))
 
 
 def subscription_state_path(settings: Settings) -> Path:

@@ -8,24 +8,21 @@ readiness, lag, the broker's counters and a few totals (``docs/decisions/0094``)
 file is advisory — written atomically (temp file + rename) but not fsynced; a reader
 trusts it only while it is fresh and its process is alive.
 
-:func:`status_service` also re-evaluates the lag state every second, so "caught up" is
-noticed when traffic stops too.
+The running gateway's ``status_service`` (:mod:`gateway.app`) writes it and re-evaluates
+the lag state every second, so "caught up" is noticed when traffic stops too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.health import readiness
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.metrics import Metrics
 
 STATUS_INTERVAL_S = 10.0
 STALE_AFTER_S = 3 * STATUS_INTERVAL_S
@@ -38,10 +35,10 @@ def status_path(database: Path) -> Path:
     return database.with_name(database.name + ".status.json")
 
 
-def snapshot(gateway: Gateway, running: bool = True) -> dict[str, Any]:
-    """What the status file holds, from the gateway's memory."""
-    metrics = gateway.metrics
-    verdict = readiness(metrics, gateway.source.connected)
+def snapshot(metrics: Metrics, connected: bool, running: bool = True) -> dict[str, Any]:
+    """What the status file holds, from the gateway's memory (``connected``: every
+    broker connection is up)."""
+    verdict = readiness(metrics, connected)
     lag = metrics.lag
     return {
         "version": VERSION,
@@ -106,24 +103,3 @@ def read_status(path: Path, now: float | None = None) -> dict[str, Any] | None:
     data["age_s"] = round(age, 1)
     data["live"] = bool(data.get("running")) and alive and age <= STALE_AFTER_S
     return data
-
-
-async def status_service(gateway: Gateway) -> None:
-    """Evaluate the lag every second and write the status file every
-    :data:`STATUS_INTERVAL_S`, until cancelled; then write it once more (stopped)."""
-    path = status_path(gateway.settings.storage.path)
-    tracker = gateway.lag
-    last_write = 0.0
-    last_status = ""
-    try:
-        while True:
-            tracker.evaluate()
-            now = time.monotonic()
-            status = readiness(gateway.metrics, gateway.source.connected).status
-            if now - last_write >= STATUS_INTERVAL_S or status != last_status:
-                write_status(path, snapshot(gateway))
-                last_write = now
-                last_status = status
-            await asyncio.sleep(1.0)
-    finally:
-        write_status(path, snapshot(gateway, running=False))
