@@ -29,8 +29,6 @@ TIERS = ("auto", "raw", "1m", "1h")
 """Where aggregates come from: ``auto`` (each bucket from the coarsest rollup tier that
 answers it exactly, else raw readings), ``raw`` readings only, or a rollup tier where
 it can answer (raw elsewhere)."""
-ROLLUP_TIERS = ("1h", "1m")
-"""The rollup tiers, coarsest first."""
 MIN_BUCKET_MS = 1000
 MAX_TS_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: times outside [0, this] are refused (database integers and

@@ -6,7 +6,7 @@ that starts publishing the moment the gateway says "connected" can lose its firs
 messages *before* the gateway ever saw them, and ``verify`` would rightly call them
 missing. :func:`wait_until_ingesting` closes that gap: it publishes a small,
 deliberately undecodable probe to a subscribed topic until the probe shows up in the
-gateway's ``dead_letters`` table — proof that the whole path, subscription included,
+gateway's dead letters (read through the gateway's read interface) — proof that the whole path, subscription included,
 works. The probe costs one dead-letter row, marked ``tidegate-probe``.
 """
 
@@ -15,10 +15,14 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
+from gateway.config import StorageConfig
+from gateway.errors import StorageError
+from gateway.storage.backends import read_store
+from gateway.storage.base import Selection
+from simulators.aio import run_sync
 from simulators.mqtt import connect_packet, publish_packet
 
 PROBE_MARKER = b"tidegate-probe"
@@ -42,22 +46,21 @@ def publish_once(host: str, port: int, topic: str, payload: bytes, timeout: floa
         return False
 
 
+async def _probe_found(db: Path, token: bytes) -> bool:
+    store = read_store(StorageConfig(), path=db, threads=1, timeout_s=5.0)
+    try:
+        selection = Selection(payload_contains=token)
+        return any([chunk async for chunk in store.stream_dead_letters(selection, limit=1)])
+    except StorageError:
+        return False  # the gateway has not created its tables yet
+    finally:
+        await store.close()
+
+
 def _probe_stored(db: Path, token: bytes) -> bool:
     if not db.exists():
         return False
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
-    except sqlite3.Error:
-        return False
-    try:
-        row = conn.execute(
-            "SELECT 1 FROM dead_letters WHERE instr(payload, ?) > 0 LIMIT 1", (token,)
-        ).fetchone()
-        return row is not None
-    except sqlite3.Error:
-        return False  # the gateway has not created its tables yet
-    finally:
-        conn.close()
+    return run_sync(_probe_found(db, token))
 
 
 def wait_until_ingesting(

@@ -23,19 +23,17 @@ nothing is stored twice or invented.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import re
-from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.config import StorageConfig
 from gateway.request import ReadingsQuery
 from gateway.storage.backends import read_store
 from gateway.storage.base import Reads, Selection
 from gateway.validation import format_ms
+from simulators.aio import run_sync
 from simulators.report import LoadedReport, load_report
 
 EXAMPLES = 5
@@ -184,24 +182,10 @@ async def verify_async(report: LoadedReport, db_path: Path) -> Verdict:
         await store.close()
 
 
-T = TypeVar("T")
-
-
-def _run(call: Coroutine[Any, Any, T]) -> T:
-    """Run ``call`` to the end from synchronous code, on a loop of its own (in a thread
-    when the caller runs a loop already)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(call)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, call).result()
-
-
 def verify(report_path: Path, db_path: Path) -> Verdict:
     """Load the report, read the database from one snapshot, compare."""
     report = load_report(report_path)
-    return _run(verify_async(report, db_path))
+    return run_sync(verify_async(report, db_path))
 
 
 def render(verdict: Verdict) -> str:
