@@ -33,12 +33,13 @@ MIN_BUCKET_MS = 1000
 MAX_TS_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: times outside [0, this] are refused (database integers and
 Python datetimes both stay in range)."""
-MAX_SERIES = 10_000
-"""Series one query may touch (more: narrow with sensor or metric)."""
 DEFAULT_MAX_BUCKETS = 100_000
 
 Cursor = tuple[int, int]
 """A keyset position in ``(ts_ms, series_id)`` order: the last row of the previous page."""
+SeriesCursor = tuple[str, str, int]
+"""A keyset position in ``(sensor_id, metric, series_id)`` order: the last series of the
+previous page of a series listing."""
 
 
 def _named(name: str, message: str) -> QueryError:

@@ -192,12 +192,22 @@ async def stats(request: Request) -> Response:
 
 
 async def sensors(request: Request) -> Response:
-    """Every sensor with its metrics' last values and when it was last seen."""
+    """Sensors with their metrics' last values and when they were last seen, a page of
+    ``limit`` series at a time in (sensor, metric) order; ``next_cursor`` continues."""
     state = state_of(request)
     qp = request.query_params
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
-    rows = await state.store.latest(sensor, metric)
+    match = params.text(qp, "match")
+    high = state.config.max_rows
+    limit = params.integer(qp, "limit", min(DEFAULT_LIMIT, high), 1, high)
+    after = params.decode_series_cursor(qp)
+    rows = await state.store.latest(sensor, metric, match=match, after=after, limit=limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = params.encode_series_cursor((last.sensor_id, last.metric, last.series_id))
     now = now_ms()
     stale_ms = state.config.stale_after_s * 1000
     grouped: dict[str, list[Latest]] = {}
@@ -232,6 +242,8 @@ async def sensors(request: Request) -> Response:
             "now": iso(now),
             "stale_after_s": state.config.stale_after_s,
             "count": len(out),
+            "series": len(rows),
+            "next_cursor": next_cursor,
             "sensors": out,
         }
     )

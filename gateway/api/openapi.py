@@ -115,11 +115,16 @@ SCHEMAS: dict[str, Any] = {
     },
     "Sensors": {
         "type": "object",
-        "required": ["now", "stale_after_s", "count", "sensors"],
+        "required": ["now", "stale_after_s", "count", "series", "next_cursor", "sensors"],
         "properties": {
             "now": {"type": "string"},
             "stale_after_s": {"type": "integer"},
-            "count": {"type": "integer"},
+            "count": {"type": "integer", "description": "Sensors on this page."},
+            "series": {"type": "integer", "description": "Series (metrics) on this page."},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last.",
+            },
             "sensors": {"type": "array", "items": _ref("Sensor")},
         },
     },
@@ -347,9 +352,39 @@ def document() -> dict[str, Any]:
             "/api/v1/sensors": _get(
                 "Sensors",
                 {"200": _json(_ref("Sensors"), "Sensors with last values"), **_QUERY_ERRORS},
-                [_SENSOR, _METRIC],
-                description="Every sensor with its metrics' last value and when it was last"
-                " seen; `stale` when older than api.stale_after_s.",
+                [
+                    _SENSOR,
+                    _METRIC,
+                    _param(
+                        "match",
+                        "Case-insensitive substring of the sensor id or the metric.",
+                        "kitchen",
+                    ),
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "Series (sensor × metric) per page: default 1000, max"
+                        " api.max_rows.",
+                        "schema": {"type": "integer", "minimum": 1},
+                        "example": 100,
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "`next_cursor` from the previous page.",
+                        "schema": {
+                            "type": "string",
+                            "pattern": "^s1\\.[A-Za-z0-9_-]*$",
+                            "maxLength": 2048,
+                        },
+                    },
+                ],
+                description="Sensors with their metrics' last value and when they were last"
+                " seen (`stale` when older than api.stale_after_s), a page of `limit` series"
+                " at a time in sensor and metric order; a sensor with more metrics than"
+                " fit on a page continues on the next.",
             ),
             "/api/v1/readings": _get(
                 "Readings",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping, Sequence
 
 from gateway import request
 from gateway.errors import QueryError
-from gateway.request import MAX_TS_MS, TimeRange
+from gateway.request import MAX_TS_MS, SeriesCursor, TimeRange
 
 MAX_TEXT = 1024
 INT64_MAX = 2**63 - 1
@@ -140,3 +141,42 @@ def decode_cursor(text_value: str | None) -> tuple[int, int] | None:
     if not (0 <= ts_ms <= MAX_TS_MS and 0 <= series_id <= INT64_MAX):
         raise bad
     return ts_ms, series_id
+
+
+SERIES_CURSOR_PREFIX = "s1."
+MAX_SERIES_CURSOR = 12_000
+"""Characters: two names of up to 4,096 characters (``validation.max_name_length``),
+base64-encoded, still fit in the 16 KiB of request headers."""
+
+
+def encode_series_cursor(cursor: SeriesCursor) -> str:
+    """An opaque page cursor for a series listing: the last series' keyset
+    ``(sensor_id, metric, series_id)``."""
+    raw = json.dumps(list(cursor), ensure_ascii=False, separators=(",", ":")).encode()
+    return SERIES_CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_series_cursor(params: Mapping[str, str], name: str = "cursor") -> SeriesCursor | None:
+    """Inverse of :func:`encode_series_cursor`; a malformed cursor is a QueryError."""
+    value = params.get(name)
+    if not value:
+        return None
+    bad = QueryError(f"{name} is not valid: pass next_cursor from the previous page")
+    if not value.startswith(SERIES_CURSOR_PREFIX) or len(value) > MAX_SERIES_CURSOR:
+        raise bad
+    body = value[len(SERIES_CURSOR_PREFIX) :]
+    try:
+        sensor, metric, series_id = json.loads(
+            base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
+        )
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+    if not (
+        isinstance(sensor, str)
+        and isinstance(metric, str)
+        and isinstance(series_id, int)
+        and not isinstance(series_id, bool)
+        and 0 <= series_id <= INT64_MAX
+    ):
+        raise bad
+    return sensor, metric, series_id

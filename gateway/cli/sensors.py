@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Any
 
-from gateway.cli.common import add_db_argument, open_reader
+from gateway.cli.common import Reader, add_db_argument, open_reader
 from gateway.cli.output import FORMATS, write_rows
+from gateway.request import SeriesCursor
+from gateway.storage.base import SeriesInfo
 from gateway.validation import format_ms
 
 COLUMNS = ("sensor_id", "metric", "unit", "count", "first_ts", "last_ts", "last_value")
@@ -18,6 +21,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sensor", "-s", help="only this sensor id")
     parser.add_argument("--format", "-f", choices=FORMATS, default="table")
     parser.set_defaults(handler=handle)
+
+
+PAGE = 1000
+"""Series read per query: any number of series is listed, a page at a time, and the
+output streams."""
+
+
+def every_series(reader: Reader, sensor: str | None) -> Iterator[SeriesInfo]:
+    """All series of ``sensor`` (or all), page after page (each its own query)."""
+    after: SeriesCursor | None = None
+    while True:
+        page = reader(reader.store.series(sensor, after=after, limit=PAGE))
+        yield from page
+        if len(page) < PAGE:
+            return
+        last = page[-1]
+        after = (last.sensor_id, last.metric, last.series_id)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -32,7 +52,7 @@ def handle(args: argparse.Namespace) -> int:
                 "last_ts": format_ms(s.last_ts_ms) if s.last_ts_ms is not None else None,
                 "last_value": s.last_value,
             }
-            for s in reader(reader.store.series(args.sensor))
+            for s in every_series(reader, args.sensor)
         )
         write_rows(rows, COLUMNS, args.format)
     return 0

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.models import DeadLetter, Reading
-from gateway.request import AggregateQuery, ReadingsQuery
+from gateway.request import AggregateQuery, ReadingsQuery, SeriesCursor
 
 # --- write side -----------------------------------------------------------------------
 
@@ -222,13 +222,30 @@ class Reads(Protocol):
     hold the store's resources until exhausted or closed (``aclose``)."""
 
     async def series(
-        self, sensor: str | None = None, metric: str | None = None, *, counts: bool = True
+        self,
+        sensor: str | None = None,
+        metric: str | None = None,
+        *,
+        counts: bool = True,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
     ) -> list[SeriesInfo]:
-        """Every matching series with first/last reading (and its row count unless
-        ``counts`` is false: counting reads every row), ordered by sensor, metric, id."""
+        """Matching series with first/last reading (and its row count unless ``counts``
+        is false: counting reads every row), ordered by sensor, metric, id: those after
+        ``after``, at most ``limit`` (0: all — page through a large store instead)."""
 
-    async def latest(self, sensor: str | None = None, metric: str | None = None) -> list[Latest]:
-        """The newest reading of every matching series, ordered by sensor, metric, id."""
+    async def latest(
+        self,
+        sensor: str | None = None,
+        metric: str | None = None,
+        *,
+        match: str | None = None,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
+    ) -> list[Latest]:
+        """The newest reading of matching series, ordered by sensor, metric, id: those
+        after ``after``, at most ``limit`` (0: all). ``match``: a case-insensitive
+        substring of the sensor id or the metric."""
 
     async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
         """One page: at most ``query.limit`` rows (ask one more to know whether a next

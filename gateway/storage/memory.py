@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from gateway.errors import QueryError, StorageError
 from gateway.models import DeadLetter, Reading
-from gateway.request import MAX_SERIES, AggregateQuery, ReadingsQuery
+from gateway.request import AggregateQuery, ReadingsQuery, SeriesCursor
 from gateway.storage.base import (
     Bucket,
     DeadLetterRow,
@@ -70,19 +70,27 @@ class _MemoryReads:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _find(self, sensor: str | None, metric: str | None) -> list[_Series]:
+    def _find(
+        self,
+        sensor: str | None,
+        metric: str | None,
+        match: str | None = None,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
+    ) -> list[_Series]:
+        needle = match.lower() if match else None
         found = sorted(
             (
                 s
                 for s in self._state.series.values()
                 if (sensor is None or s.sensor_id == sensor)
                 and (metric is None or s.metric == metric)
+                and (needle is None or needle in s.sensor_id.lower() or needle in s.metric.lower())
+                and (after is None or (s.sensor_id, s.metric, s.id) > after)
             ),
             key=lambda s: (s.sensor_id, s.metric, s.id),
         )
-        if len(found) > MAX_SERIES:
-            raise QueryError(f"more than {MAX_SERIES} series match; narrow with sensor or metric")
-        return found
+        return found[:limit] if limit else found
 
     def _rows(self, query: ReadingsQuery) -> Iterator[ReadingRow]:
         rows = [
@@ -151,10 +159,16 @@ class _MemoryReads:
     # -- Reads -----------------------------------------------------------------------
 
     async def series(
-        self, sensor: str | None = None, metric: str | None = None, *, counts: bool = True
+        self,
+        sensor: str | None = None,
+        metric: str | None = None,
+        *,
+        counts: bool = True,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
     ) -> list[SeriesInfo]:
         out = []
-        for s in self._find(sensor, metric):
+        for s in self._find(sensor, metric, after=after, limit=limit):
             first = min(s.values) if s.values else None
             last = max(s.values) if s.values else None
             out.append(
@@ -172,9 +186,17 @@ class _MemoryReads:
             )
         return out
 
-    async def latest(self, sensor: str | None = None, metric: str | None = None) -> list[Latest]:
+    async def latest(
+        self,
+        sensor: str | None = None,
+        metric: str | None = None,
+        *,
+        match: str | None = None,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
+    ) -> list[Latest]:
         out = []
-        for s in self._find(sensor, metric):
+        for s in self._find(sensor, metric, match, after, limit):
             last = max(s.values) if s.values else None
             value = s.values[last] if last is not None else None
             out.append(Latest(s.id, s.sensor_id, s.metric, s.unit, dict(s.tags), last, value))

@@ -10,6 +10,10 @@
   const SENSORS_MS = 5000;
   const STATS_MS = 15000;
   const CHART_PAGE = 12;
+  // The fleet is read a page of series at a time (the API pages through any number):
+  // the first page, plus one more for each "Show more sensors"; the filter box asks the
+  // gateway, so it finds sensors beyond the pages shown.
+  const FLEET_PAGE = 500;
   const RANGES = {
     "15m": { ms: 15 * 60e3, bucket: "15s", refresh: 10e3 },
     "1h": { ms: 3600e3, bucket: "1m", refresh: 15e3 },
@@ -24,6 +28,10 @@
     range: "1h",
     filter: "",
     sensors: [],
+    fleetPages: 1,
+    fleetMore: false,
+    fleetSeq: 0,
+    sensorTotal: null,
     charts: new Map(), // key -> {card, svg, last}
     chartLimit: CHART_PAGE,
     rateHistory: [],
@@ -203,6 +211,8 @@
     showStored(stats.runtime.readings_stored);
     $("k-db").textContent = fmtBytes(db.database_bytes + db.wal_bytes);
     $("k-dead").textContent = fmtCount(db.dead_letters);
+    state.sensorTotal = db.sensors;
+    showFleetCount();
   });
 
   // --- fleet -----------------------------------------------------------------------
@@ -245,12 +255,47 @@
     $("fleet-empty").hidden = state.sensors.length > 0;
   }
 
+  function showFleetCount() {
+    const shown = state.sensors.length;
+    const total = state.sensorTotal;
+    $("k-sensors").textContent = fmtCount(total !== null && !state.filter ? total : shown);
+    const partial = state.fleetMore || (total !== null && !state.filter && total > shown);
+    $("fleet-shown").textContent = partial ? "showing " + fmtCount(shown) + " sensors" : "";
+    $("more-sensors").hidden = !state.fleetMore;
+  }
+
+  // Pages of the fleet in sensor order, merged (a sensor with more metrics than one
+  // page holds continues on the next). The newest refresh wins.
   const refreshSensors = guarded(async () => {
-    const data = await api("/api/v1/sensors");
-    state.sensors = data.sensors;
-    const stale = data.sensors.filter((s) => s.stale).length;
-    $("k-sensors").textContent = fmtCount(data.count);
+    const seq = ++state.fleetSeq;
+    const merged = new Map();
+    let cursor = null;
+    let more = false;
+    for (let page = 0; page < state.fleetPages; page++) {
+      const q = new URLSearchParams({ limit: String(FLEET_PAGE) });
+      if (state.filter) q.set("match", state.filter);
+      if (cursor) q.set("cursor", cursor);
+      const data = await api("/api/v1/sensors?" + q.toString());
+      if (seq !== state.fleetSeq) return;
+      for (const s of data.sensors) {
+        const known = merged.get(s.sensor_id);
+        if (!known) merged.set(s.sensor_id, s);
+        else {
+          known.metrics.push(...s.metrics);
+          if ((s.last_seen_ms ?? -Infinity) > (known.last_seen_ms ?? -Infinity)) {
+            Object.assign(known, { last_seen: s.last_seen, last_seen_ms: s.last_seen_ms, age_s: s.age_s, stale: s.stale });
+          }
+        }
+      }
+      cursor = data.next_cursor;
+      more = Boolean(cursor);
+      if (!more) break;
+    }
+    state.sensors = [...merged.values()];
+    state.fleetMore = more;
+    const stale = state.sensors.filter((s) => s.stale).length;
     $("k-stale").textContent = stale ? stale + " stale" : "all fresh";
+    showFleetCount();
     renderFleet();
     syncCharts();
   });
@@ -533,11 +578,22 @@
       loadAllCharts();
       scheduleCharts();
     });
+    let filterTimer = null;
     $("filter").addEventListener("input", (event) => {
       state.filter = event.target.value.trim().toLowerCase();
       state.chartLimit = CHART_PAGE;
       renderFleet();
       syncCharts();
+      // Then ask the gateway: the filter also finds sensors beyond the pages shown.
+      clearTimeout(filterTimer);
+      filterTimer = setTimeout(() => {
+        state.fleetPages = 1;
+        refreshSensors();
+      }, 300);
+    });
+    $("more-sensors").addEventListener("click", () => {
+      state.fleetPages += 1;
+      refreshSensors();
     });
     $("more").addEventListener("click", () => {
       state.chartLimit += CHART_PAGE;

@@ -3,9 +3,11 @@
 Every function takes a read-only ``sqlite3.Connection`` (see
 :func:`gateway.storage.sqlite.connection.open_readonly`), uses parameterised SQL only,
 and streams rows (generators), so an export never loads a whole result into memory.
-Requests come checked (:mod:`gateway.request`); what is left to refuse here (too many
-series) raises :class:`~gateway.errors.QueryError`. :class:`.reader.SqliteReader` runs
-these on worker threads behind the :class:`gateway.storage.base.ReadStore` interface.
+Requests come checked (:mod:`gateway.request`). No query refuses because too many
+series match: series are listed in keyset pages (``after``/``limit``), and readings
+and aggregates walk the series they need as they go (``docs/decisions/0156``).
+:class:`.reader.SqliteReader` runs these on worker threads behind the
+:class:`gateway.storage.base.ReadStore` interface.
 """
 
 from __future__ import annotations
@@ -15,20 +17,28 @@ import heapq
 import itertools
 import operator
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from gateway.errors import QueryError
-from gateway.request import MAX_SERIES, AggregateQuery, ReadingsQuery
+from gateway.request import AggregateQuery, ReadingsQuery, SeriesCursor
 from gateway.storage.base import Bucket, Latest, Overview, ReadingRow, SeriesInfo, Stats
 from gateway.storage.sqlite import tiers
 from gateway.storage.sqlite.schema import COLD, HOT, has_hot_table, tags_from_text
 
-MAX_SERIES_PER_QUERY = MAX_SERIES
+SeriesRow = tuple[int, str, str, str | None, dict[str, str]]
+"""``(id, sensor_id, metric, unit, tags)``."""
 
 
-def _series_filter(sensor: str | None, metric: str | None, prefix: str) -> tuple[str, list[object]]:
-    """A `` WHERE …`` clause (or ``""``) on the series columns, and its parameters."""
+def _series_filter(
+    sensor: str | None,
+    metric: str | None,
+    prefix: str,
+    match: str | None = None,
+    after: SeriesCursor | None = None,
+) -> tuple[str, list[object]]:
+    """A `` WHERE …`` clause (or ``""``) on the series columns, and its parameters:
+    exact ``sensor``/``metric``, ``match`` (case-insensitive substring of either) and
+    the keyset position ``after`` in ``(sensor_id, metric, id)`` order."""
     where: list[str] = []
     params: list[object] = []
     if sensor is not None:
@@ -37,21 +47,61 @@ def _series_filter(sensor: str | None, metric: str | None, prefix: str) -> tuple
     if metric is not None:
         where.append(f"{prefix}metric = ?")
         params.append(metric)
+    if match:
+        where.append(f"(instr(lower({prefix}sensor_id), ?) OR instr(lower({prefix}metric), ?))")
+        params.extend((match.lower(), match.lower()))
+    if after is not None:
+        where.append(f"({prefix}sensor_id, {prefix}metric, {prefix}id) > (?, ?, ?)")
+        params.extend(after)
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
+def _series_row(r: tuple[int, str, str, str, str]) -> SeriesRow:
+    return (r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]))
+
+
 def find_series(
-    conn: sqlite3.Connection, sensor: str | None = None, metric: str | None = None
-) -> list[tuple[int, str, str, str | None, dict[str, str]]]:
-    """Series matching the filters: ``(id, sensor_id, metric, unit, tags)``."""
-    where, params = _series_filter(sensor, metric, "")
-    sql = f"SELECT id, sensor_id, metric, unit, tags FROM series{where} ORDER BY sensor_id, metric, id"
-    rows = conn.execute(sql, params).fetchmany(MAX_SERIES_PER_QUERY + 1)
-    if len(rows) > MAX_SERIES_PER_QUERY:
-        raise QueryError(
-            f"more than {MAX_SERIES_PER_QUERY} series match; narrow with sensor or metric"
-        )
-    return [(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4])) for r in rows]
+    conn: sqlite3.Connection,
+    sensor: str | None = None,
+    metric: str | None = None,
+    *,
+    match: str | None = None,
+    after: SeriesCursor | None = None,
+    limit: int = 0,
+) -> Iterator[SeriesRow]:
+    """Series matching the filters in ``(sensor_id, metric, id)`` order, after
+    ``after``, at most ``limit`` (0: all), streamed."""
+    where, params = _series_filter(sensor, metric, "", match, after)
+    sql = (
+        f"SELECT id, sensor_id, metric, unit, tags FROM series{where}"
+        " ORDER BY sensor_id, metric, id"
+    )
+    if limit:
+        sql += " LIMIT ?"
+        params.append(limit)
+    cursor = conn.execute(sql, params)
+    while chunk := cursor.fetchmany(1000):
+        yield from map(_series_row, chunk)
+
+
+class _Names:
+    """series id → :data:`SeriesRow`, looked up as rows arrive (a page of readings
+    names a few series; there may be 100,000 in all)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.known: dict[int, SeriesRow] = {}
+
+    def resolve(self, ids: Iterable[int]) -> None:
+        missing = sorted({i for i in ids if i not in self.known})
+        for start in range(0, len(missing), 500):
+            part = missing[start : start + 500]
+            sql = (
+                "SELECT id, sensor_id, metric, unit, tags FROM series"
+                f" WHERE id IN ({','.join('?' * len(part))})"
+            )
+            for row in self.conn.execute(sql, part):
+                self.known[row[0]] = _series_row(row)
 
 
 class HotSnapshot:
@@ -76,6 +126,14 @@ class HotSnapshot:
             for sid, (stamps, values) in self._rows.items()
         }
 
+    def rows(
+        self, wanted: set[int] | None, since_ms: int | None, until_ms: int | None
+    ) -> Iterator[tuple[int, int, float]]:
+        """``(ts, series_id, value)`` of the ``wanted`` series (None: all) in
+        ``[since, until)``, series by series."""
+        for series_id in self._rows if wanted is None else wanted:
+            yield from self.between(series_id, since_ms, until_ms)
+
     def between(
         self, series_id: int, since_ms: int | None, until_ms: int | None
     ) -> Iterator[tuple[int, int, float]]:
@@ -98,13 +156,13 @@ def readings(
 
     With ``hot`` (the hot table of the same snapshot), only the per-series table is
     read with SQL and the hot rows come from ``hot``, merged in order."""
-    series = find_series(conn, query.sensor, query.metric)
-    if not series:
-        return
-    by_id = {s[0]: s for s in series}
     split = hot is not None and has_hot_table(conn)
-    where = [f"series_id IN ({','.join('?' * len(by_id))})"]
-    params: list[object] = list(by_id)
+    filtered = query.sensor is not None or query.metric is not None
+    series_where, series_params = _series_filter(query.sensor, query.metric, "")
+    # Series by a subquery, never a list of ids: any number may match. The subquery also
+    # makes SQLite seek each series' range in the per-series table.
+    where = [f"series_id IN (SELECT id FROM series{series_where})"]
+    params: list[object] = list(series_params)
     if query.since_ms is not None:
         where.append("ts >= ?")
         params.append(query.since_ms)
@@ -130,12 +188,14 @@ def readings(
     )
     if split:
         assert hot is not None
+        wanted = (
+            {row[0] for row in find_series(conn, query.sensor, query.metric)} if filtered else None
+        )
         after = query.after
         extra = sorted(
             (
                 row
-                for sid in by_id
-                for row in hot.between(sid, query.since_ms, query.until_ms)
+                for row in hot.rows(wanted, query.since_ms, query.until_ms)
                 if after is None
                 or ((row[0], row[1]) < after if descending else (row[0], row[1]) > after)
             ),
@@ -144,9 +204,19 @@ def readings(
         rows = heapq.merge(rows, extra, key=_KEY, reverse=descending)
         if query.limit:
             rows = itertools.islice(rows, query.limit)
-    for ts_ms, series_id, value in rows:
-        _sid, sensor_id, metric_name, unit, tags = by_id[series_id]
-        yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
+    names = _Names(conn)
+    for chunk in _batched(rows, 1000):
+        names.resolve(row[1] for row in chunk)
+        for ts_ms, series_id, value in chunk:
+            _sid, sensor_id, metric_name, unit, tags = names.known[series_id]
+            yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
+
+
+def _batched(
+    rows: Iterator[tuple[int, int, float]], size: int
+) -> Iterator[list[tuple[int, int, float]]]:
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
 
 
 _KEY = operator.itemgetter(0, 1)
@@ -158,8 +228,12 @@ def series(
     metric: str | None = None,
     with_counts: bool = True,
     hot_snapshot: HotSnapshot | None = None,
+    *,
+    after: SeriesCursor | None = None,
+    limit: int = 0,
 ) -> Iterator[SeriesInfo]:
-    """Every matching series with count, first/last timestamp and last value.
+    """Every matching series with count, first/last timestamp and last value, in
+    ``(sensor_id, metric, id)`` order after ``after``, at most ``limit`` (0: all).
 
     Counting scans each series' rows; pass ``with_counts=False`` on huge databases.
     ``hot_snapshot``: the hot table of the same snapshot, read already.
@@ -171,7 +245,9 @@ def series(
         hot = hot_snapshot.summary()
     else:
         hot = _hot_summary(conn)
-    for series_id, sensor_id, metric_name, unit, tags in find_series(conn, sensor, metric):
+    for series_id, sensor_id, metric_name, unit, tags in find_series(
+        conn, sensor, metric, after=after, limit=limit
+    ):
         in_hot = hot.get(series_id)
         last = conn.execute(
             f"SELECT ts, value FROM {cold} WHERE series_id = ? ORDER BY ts DESC LIMIT 1",
@@ -286,26 +362,30 @@ def aggregate(conn: sqlite3.Connection, query: AggregateQuery) -> Iterator[Bucke
 
 
 def latest(
-    conn: sqlite3.Connection, sensor: str | None = None, metric: str | None = None
+    conn: sqlite3.Connection,
+    sensor: str | None = None,
+    metric: str | None = None,
+    *,
+    match: str | None = None,
+    after: SeriesCursor | None = None,
+    limit: int = 0,
 ) -> list[Latest]:
-    """The newest reading of every matching series, ordered by sensor and metric: an
-    index seek per series in the per-series table, then a walk back from the newest end
-    of the hot table until every series was seen (:func:`_hot_latest`). At most
-    :data:`MAX_SERIES_PER_QUERY` series."""
+    """The newest reading of every matching series, in ``(sensor_id, metric, id)``
+    order after ``after``, at most ``limit`` (0: all): an index seek per series in the
+    per-series table, then a walk back from the newest end of the hot table until every
+    series of the page was seen (:func:`_hot_latest`)."""
     cold = _raw_table(conn)
     sql = (
         "SELECT s.id, s.sensor_id, s.metric, s.unit, s.tags, r.ts, r.value FROM series s"
         f" LEFT JOIN {cold} r ON r.series_id = s.id"
         f" AND r.ts = (SELECT max(ts) FROM {cold} WHERE series_id = s.id)"
     )
-    where, params = _series_filter(sensor, metric, "s.")
-    sql += f"{where} ORDER BY s.sensor_id, s.metric, s.id LIMIT ?"
-    params.append(MAX_SERIES_PER_QUERY + 1)
+    where, params = _series_filter(sensor, metric, "s.", match, after)
+    sql += f"{where} ORDER BY s.sensor_id, s.metric, s.id"
+    if limit:
+        sql += " LIMIT ?"
+        params.append(limit)
     rows = conn.execute(sql, params).fetchall()
-    if len(rows) > MAX_SERIES_PER_QUERY:
-        raise QueryError(
-            f"more than {MAX_SERIES_PER_QUERY} series match; narrow with sensor or metric"
-        )
     hot = _hot_latest(conn, {r[0] for r in rows}) if cold != "readings" and rows else {}
     out: list[Latest] = []
     for r in rows:

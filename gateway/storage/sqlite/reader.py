@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from gateway.request import AggregateQuery, ReadingsQuery
+from gateway.request import AggregateQuery, ReadingsQuery, SeriesCursor
 from gateway.storage.base import (
     Bucket,
     DeadLetterRow,
@@ -68,15 +68,36 @@ class _Reads:
         return hot
 
     async def series(
-        self, sensor: str | None = None, metric: str | None = None, *, counts: bool = True
+        self,
+        sensor: str | None = None,
+        metric: str | None = None,
+        *,
+        counts: bool = True,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
     ) -> list[SeriesInfo]:
         def run(conn: sqlite3.Connection) -> list[SeriesInfo]:
-            return list(queries.series(conn, sensor, metric, counts, self._hot(conn)))
+            return list(
+                queries.series(
+                    conn, sensor, metric, counts, self._hot(conn), after=after, limit=limit
+                )
+            )
 
         return await self._runner.run(run)
 
-    async def latest(self, sensor: str | None = None, metric: str | None = None) -> list[Latest]:
-        return await self._runner.run(queries.latest, sensor, metric)
+    async def latest(
+        self,
+        sensor: str | None = None,
+        metric: str | None = None,
+        *,
+        match: str | None = None,
+        after: SeriesCursor | None = None,
+        limit: int = 0,
+    ) -> list[Latest]:
+        def run(conn: sqlite3.Connection) -> list[Latest]:
+            return queries.latest(conn, sensor, metric, match=match, after=after, limit=limit)
+
+        return await self._runner.run(run)
 
     async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
         def run(conn: sqlite3.Connection) -> list[ReadingRow]:

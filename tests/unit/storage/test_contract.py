@@ -170,6 +170,41 @@ async def test_series_list_with_their_summaries(backend: Backend) -> None:
         await backend.settle()  # the same answers once the upkeep ran
 
 
+async def test_series_and_latest_page_by_keyset_and_any_number_match(backend: Backend) -> None:
+    """No listing refuses because many series match (10,000 used to be the cap): pages
+    of ``limit`` after the last series' ``(sensor_id, metric, series_id)`` visit every
+    series once, in order."""
+    many = [Reading(f"dev-{i:05d}", m, T0 + i, float(i)) for i in range(5_100) for m in ("t", "h")]
+    await backend.write.write_batch(many, [])
+    everything = await backend.read.series(counts=False)
+    assert len(everything) == 10_200
+    assert [(s.sensor_id, s.metric) for s in everything[:3]] == [
+        ("dev-00000", "h"),
+        ("dev-00000", "t"),
+        ("dev-00001", "h"),
+    ]
+    paged: list[tuple[str, str, int]] = []
+    after = None
+    while True:
+        page = await backend.read.series(counts=False, after=after, limit=3_000)
+        paged.extend((s.sensor_id, s.metric, s.series_id) for s in page)
+        if len(page) < 3_000:
+            break
+        after = paged[-1]
+    assert paged == [(s.sensor_id, s.metric, s.series_id) for s in everything]
+    latest = await backend.read.latest(after=("dev-05098", "t", paged[-3][2]), limit=5)
+    assert [(x.sensor_id, x.metric, x.last_value) for x in latest] == [
+        ("dev-05099", "h", 5099.0),
+        ("dev-05099", "t", 5099.0),
+    ]
+    assert await backend.read.latest(match="DEV-0510", limit=100) == []
+    found = await backend.read.latest(match="V-0509")  # case-insensitive substring
+    assert {x.sensor_id for x in found} == {f"dev-0509{d}" for d in range(10)}
+    rows = await backend.read.readings(ReadingsQuery(limit=0))
+    assert len(rows) == 10_200
+    assert len(await backend.read.readings(ReadingsQuery(metric="t", limit=10))) == 10
+
+
 async def test_latest_is_the_newest_reading_not_the_last_written(backend: Backend) -> None:
     await backend.write.write_batch(fleet(30), [])
     await backend.settle()
