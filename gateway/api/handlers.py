@@ -159,11 +159,13 @@ def live_figures(state: ApiState) -> dict[str, Any]:
 
 async def live(request: Request) -> Response:
     """Runtime figures for the dashboard's live panel."""
+    params.checked(request.query_params, NO_PARAMS)
     return reply(live_figures(state_of(request)))
 
 
 async def stats(request: Request) -> Response:
     """Database totals (cached for a few seconds: counting scans) plus runtime figures."""
+    params.checked(request.query_params, NO_PARAMS)
     state = state_of(request)
 
     async def load() -> Stats:
@@ -191,11 +193,20 @@ async def stats(request: Request) -> Response:
 # --- sensors ------------------------------------------------------------------------
 
 
+SENSORS_PARAMS = frozenset({"sensor", "metric", "match", "limit", "cursor"})
+READINGS_PARAMS = frozenset(
+    {"sensor", "metric", "from", "to", "order", "cursor", "limit", "format"}
+)
+AGGREGATE_PARAMS = frozenset({"sensor", "metric", "from", "to", "bucket", "agg", "tier", "format"})
+NO_PARAMS: frozenset[str] = frozenset()
+"""What each endpoint under /api/v1 takes (see :func:`gateway.api.params.checked`)."""
+
+
 async def sensors(request: Request) -> Response:
     """Sensors with their metrics' last values and when they were last seen, a page of
     ``limit`` series at a time in (sensor, metric) order; ``next_cursor`` continues."""
     state = state_of(request)
-    qp = request.query_params
+    qp = params.checked(request.query_params, SENSORS_PARAMS)
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
     match = params.text(qp, "match")
@@ -413,7 +424,7 @@ READING_CSV_HEADER = ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "ta
 async def readings(request: Request) -> Response:
     """Raw readings in ``[from, to)``, keyset-paginated (JSON) or streamed (CSV)."""
     state = state_of(request)
-    qp = request.query_params
+    qp = params.checked(request.query_params, READINGS_PARAMS)
     now = now_ms()
     csv_wanted = params.wants_csv(qp, request.headers.get("accept", ""))
     sensor = params.text(qp, "sensor")
@@ -469,7 +480,7 @@ async def readings(request: Request) -> Response:
 async def aggregate(request: Request) -> Response:
     """Time buckets (``1m``, ``1h``, ``1d``, …) with min/max/avg/sum/count/last."""
     state = state_of(request)
-    qp = request.query_params
+    qp = params.checked(request.query_params, AGGREGATE_PARAMS)
     now = now_ms()
     csv_wanted = params.wants_csv(qp, request.headers.get("accept", ""))
     sensor = params.text(qp, "sensor")

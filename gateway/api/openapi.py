@@ -49,16 +49,18 @@ _QUERY_ERRORS: dict[str, Any] = {
     "503": _json(_ref("Error"), "The database cannot be read"),
 }
 
-_SENSOR = _param("sensor", "Sensor id (exact match).", "s1")
+_SENSOR = _param("sensor", "Sensor id (exact match). Also accepted as `sensor_id`.", "s1")
 _METRIC = _param("metric", "Metric name (exact match).", "temperature")
 _FROM = _param(
     "from",
     "Start (inclusive): ISO 8601, epoch s or ms, `now`, or a duration ago (`2h`)."
-    " Default: 24 h before `to`.",
+    " Default: 24 h before `to`. Also accepted as `since`.",
     "2h",
 )
-_TO_OPEN = _param("to", "End (exclusive), same forms as `from`. Default: open-ended.", "now")
-_TO_NOW = _param("to", "End (exclusive), same forms as `from`. Default: now.", "now")
+_TO_OPEN = _param(
+    "to", "End (exclusive), same forms as `from`. Default: open-ended. Also `until`.", "now"
+)
+_TO_NOW = _param("to", "End (exclusive), same forms as `from`. Default: now. Also `until`.", "now")
 _FORMAT = {
     "name": "format",
     "in": "query",
@@ -293,7 +295,9 @@ def document() -> dict[str, Any]:
             "description": "Stored sensor readings, health and metrics of a tidegate gateway."
             " When a token is configured (always, when bound beyond loopback) every"
             " endpoint except /healthz needs `Authorization: Bearer <token>`."
-            " Errors are JSON objects with an `error` string.",
+            " Errors are JSON objects with an `error` string. Under /api/v1, a parameter an"
+            " endpoint does not take, or one given twice, is a 400 naming it;"
+            " `sensor_id`, `since` and `until` are accepted for `sensor`, `from` and `to`.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

@@ -12,12 +12,54 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 
+from starlette.datastructures import QueryParams
+
 from gateway import request
 from gateway.errors import QueryError
 from gateway.request import MAX_TS_MS, SeriesCursor, TimeRange
 
 MAX_TEXT = 1024
 INT64_MAX = 2**63 - 1
+
+ALIASES = {"sensor_id": "sensor", "since": "from", "until": "to"}
+"""Other names people try first, accepted where the name they stand for is: the field
+name every response uses, and the CLI's ``--since``/``--until``."""
+REPEATABLE = frozenset({"agg"})
+"""Parameters that may be given more than once (their values add up)."""
+
+
+class Checked(QueryParams):
+    """Query parameters under their own names (aliases resolved), each known to the
+    endpoint; ``given`` maps a name to the spelling the client used (for messages)."""
+
+    given: dict[str, str]
+
+
+def checked(raw: QueryParams, allowed: frozenset[str]) -> Checked:
+    """The parameters of one request to an endpoint that takes ``allowed``: an unknown
+    parameter, or a known one given twice (also as its alias), is a :class:`QueryError`
+    naming it — a misspelt filter must not silently answer for everything."""
+    unknown = sorted({key for key in raw if ALIASES.get(key, key) not in allowed})
+    if unknown:
+        shown = ", ".join(repr(key[:40]) for key in unknown[:10])
+        takes = ", ".join(sorted(allowed))
+        aliases = ", ".join(f"{a} for {n}" for a, n in ALIASES.items() if n in allowed)
+        raise QueryError(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {shown}: this endpoint takes"
+            f" {takes}" + (f" (also {aliases})" if aliases else "")
+        )
+    items: list[tuple[str, str]] = []
+    given: dict[str, str] = {}
+    for key, value in raw.multi_items():
+        name = ALIASES.get(key, key)
+        if name in given and name not in REPEATABLE:
+            twice = f"{given[name]} and {key}" if given[name] != key else f"{key} twice"
+            raise QueryError(f"{name} given more than once ({twice}); give it once")
+        given.setdefault(name, key)
+        items.append((name, value))
+    out = Checked(items)
+    out.given = given
+    return out
 
 
 def text(params: Mapping[str, str], name: str) -> str | None:
@@ -104,14 +146,17 @@ def time_range(
 ) -> TimeRange:
     """``from``/``to`` with defaults (``to`` = now, or open-ended when ``open_end``;
     ``from`` = ``to`` minus ``default_span_ms``) and the per-request range limit."""
+    given = getattr(params, "given", {})
+    names = (given.get("from", "from"), given.get("to", "to"))
+    raw_from, raw_to = text(params, "from"), text(params, "to")
     return request.time_range(
-        time_ms(params, "from", now_ms),
-        time_ms(params, "to", now_ms),
+        None if raw_from is None else request.time_ms(raw_from, names[0], now_ms),
+        None if raw_to is None else request.time_ms(raw_to, names[1], now_ms),
         now_ms=now_ms,
         default_span_ms=default_span_ms,
         max_range=request.Limit(max_range_ms, "api.max_range"),
         open_end=open_end,
-        names=("from", "to"),
+        names=names,
     )
 
 

@@ -164,3 +164,36 @@ async def test_read_pool_streams_chunks_and_closes_the_stream_connection(tmp_pat
         assert len(pool._connections) == 0
     finally:
         pool.close()
+
+
+def test_unknown_parameters_are_named_and_aliases_resolve() -> None:
+    from starlette.datastructures import QueryParams
+
+    from gateway.api.params import checked
+
+    allowed = frozenset({"sensor", "from", "to", "agg"})
+    with pytest.raises(QueryError) as caught:
+        checked(QueryParams("sensr=a&bogus=1&from=1h"), allowed)
+    message = str(caught.value)
+    assert "unknown parameters 'bogus', 'sensr'" in message
+    assert "this endpoint takes agg, from, sensor, to" in message
+    assert "also sensor_id for sensor, since for from, until for to" in message
+    got = checked(QueryParams("sensor_id=k&since=2h&until=now&agg=min&agg=max"), allowed)
+    assert (got["sensor"], got["from"], got["to"]) == ("k", "2h", "now")
+    assert got.getlist("agg") == ["min", "max"]
+    assert got.given == {"sensor": "sensor_id", "from": "since", "to": "until", "agg": "agg"}
+    for twice in ("sensor=a&sensor_id=b", "sensor=a&sensor=b", "since=1h&from=2h"):
+        with pytest.raises(QueryError, match="given more than once"):
+            checked(QueryParams(twice), allowed)
+    with pytest.raises(QueryError, match="unknown parameter 'since'"):
+        checked(QueryParams("since=1h"), frozenset({"sensor"}))
+
+
+def test_time_errors_use_the_name_the_client_gave() -> None:
+    from starlette.datastructures import QueryParams
+
+    from gateway.api.params import checked, time_range
+
+    qp = checked(QueryParams("since=yesterday-ish"), frozenset({"from", "to"}))
+    with pytest.raises(QueryError, match="^since: "):
+        time_range(qp, 1_700_000_000_000, 3_600_000, 86_400_000, open_end=True)
