@@ -195,5 +195,5 @@ def test_time_errors_use_the_name_the_client_gave() -> None:
     from gateway.api.params import checked, time_range
 
     qp = checked(QueryParams("since=yesterday-ish"), frozenset({"from", "to"}))
-    with pytest.raises(QueryError, match="^since: "):
+    with pytest.raises(QueryError, match=r"^since: "):
         time_range(qp, 1_700_000_000_000, 3_600_000, 86_400_000, open_end=True)
