@@ -26,7 +26,7 @@ from gateway.api._uvicorn_adapter import abandon_response
 from gateway.api.state import ApiState
 from gateway.csv_cells import safe_cell
 from gateway.health import readiness
-from gateway.request import AggregateQuery, Limit, ReadingsQuery
+from gateway.request import AggregateQuery, Limit, ReadingsQuery, SeriesCursor
 from gateway.storage.base import Bucket, Latest, ReadingRow, Stats
 from gateway.validation import format_ms
 
@@ -390,6 +390,41 @@ async def _aclose(chunks: AsyncIterator[Any]) -> None:
         await close()
 
 
+SERIES_PAGE = 1000
+"""Series listed per query while an aggregate export walks them."""
+
+
+async def _aggregate_by_series(
+    state: ApiState, query: AggregateQuery, total: int
+) -> AsyncIterator[list[Bucket]]:
+    """Up to ``total`` buckets of ``query`` in series order, one query per (sensor,
+    metric) and one per page of series — each its own read transaction, so, as for
+    readings, no snapshot lives while the client reads (``docs/decisions/0155``)."""
+    after: SeriesCursor | None = None
+    left = total
+    previous: tuple[str, str] | None = None
+    while left > 0:
+        page = await state.store.series(
+            query.sensor, query.metric, counts=False, after=after, limit=SERIES_PAGE
+        )
+        for info in page:
+            pair = (info.sensor_id, info.metric)
+            if pair == previous:
+                continue  # the same name with another unit or tags: answered already
+            previous = pair
+            one = replace(query, sensor=info.sensor_id, metric=info.metric, limit=left)
+            buckets = await state.store.aggregate(one)
+            if buckets:
+                yield buckets
+                left -= len(buckets)
+                if left <= 0:
+                    return
+        if len(page) < SERIES_PAGE:
+            return
+        last = page[-1]
+        after = (last.sensor_id, last.metric, last.series_id)
+
+
 # --- readings -----------------------------------------------------------------------
 
 
@@ -518,7 +553,7 @@ async def aggregate(request: Request) -> Response:
         return await _csv_response(
             state,
             header,
-            lambda: state.store.stream_aggregate(select(0), CSV_CHUNK),
+            lambda: _aggregate_by_series(state, select(0), state.config.max_export_rows),
             to_row,
             "aggregate.csv",
             params.csv_raw(qp),

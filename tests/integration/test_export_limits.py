@@ -4,6 +4,8 @@ export stops at its deadline."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import socket
@@ -230,3 +232,28 @@ def test_an_export_stops_at_its_deadline(loaded: Loaded) -> None:
     assert "export stopped after 10s (api.export_timeout_s)" in log
     assert "Traceback" not in log
     assert "without completing response" not in log  # cut on purpose: not an error
+
+
+def test_an_aggregate_export_is_the_json_answer_series_by_series(loaded: Loaded) -> None:
+    """Aggregate exports query one series at a time (no snapshot across the export):
+    the rows are exactly the JSON answer's, in the same order."""
+    params = {"from": "2h", "bucket": "10m", "agg": "count,max"}
+    with httpx.Client(base_url=loaded.url, timeout=60) as client:
+        as_json = client.get("/api/v1/readings/aggregate", params=params).json()
+        as_csv = client.get("/api/v1/readings/aggregate", params=params | {"format": "csv"}).text
+    expected = [
+        [
+            b["start"],
+            str(b["start_ms"]),
+            s["sensor_id"],
+            s["metric"],
+            str(b["count"]),
+            str(float(b["max"])),
+        ]
+        for s in as_json["series"]
+        for b in s["buckets"]
+    ]
+    header, *rows = list(csv.reader(io.StringIO(as_csv)))
+    assert header == ["start", "start_ms", "sensor_id", "metric", "count", "max"]
+    assert len({r[2] for r in rows}) == SENSORS
+    assert rows == expected
