@@ -1,7 +1,8 @@
 """``python -m bench.large_message``: what one huge message costs a running gateway.
 
 Starts a private Mosquitto and ``python -m gateway run`` (default limits:
-``max_payload_bytes`` 256 KiB), publishes one message of ``--size`` bytes at QoS 1 and
+``max_payload_bytes`` 256 KiB, or ``--max-payload``), publishes one message of
+``--size`` bytes at QoS 1 and
 right behind it a normal reading, and reports the gateway's CPU seconds and peak RSS
 (``VmHWM``) spent from before the big publish until the normal reading is stored, and
 how long that took (the stall every other sensor sees). ``--code DIR`` runs the gateway
@@ -50,7 +51,9 @@ def _count(db: Path, table: str) -> int:
         return 0
 
 
-def run(size: int, code: Path | None, timeout: float) -> dict[str, object]:
+def run(
+    size: int, code: Path | None, timeout: float, max_payload: int | None = None
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="tidegate-large-") as tmp:
         work = Path(tmp)
         broker = PrivateBroker(work / "mosquitto")
@@ -62,6 +65,7 @@ def run(size: int, code: Path | None, timeout: float) -> dict[str, object]:
             '[[subscriptions]]\ntopic = "sensors/+/+"\n'
             'topic_template = "sensors/{sensor_id}/{metric}"\n'
             f'[storage]\npath = "{db}"\n[api]\nenabled = false\n'
+            + (f"[pipeline]\nmax_payload_bytes = {max_payload}\n" if max_payload else "")
         )
         env = dict(os.environ)
         if code is not None:
@@ -104,6 +108,7 @@ def run(size: int, code: Path | None, timeout: float) -> dict[str, object]:
             client.loop_stop()
             return {
                 "size_bytes": size,
+                "max_payload_bytes": max_payload or 262_144,
                 "code": str(code or "this tree"),
                 "stall_s": round(stall, 3),
                 "gateway_cpu_s": round(cpu1 - cpu0, 3),
@@ -125,8 +130,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=60_000_000, help="payload bytes")
     parser.add_argument("--code", type=Path, help="source tree to run the gateway from")
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument(
+        "--max-payload", type=int, help="pipeline.max_payload_bytes (default 262144)"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.size, args.code, args.timeout)))
+    print(json.dumps(run(args.size, args.code, args.timeout, args.max_payload)))
     return 0
 
 

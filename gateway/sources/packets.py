@@ -105,6 +105,22 @@ class PacketReader:
         self.skipped_bytes = 0
         """Total bytes of oversized messages dropped unread (for metrics)."""
 
+    def _first_may_complete(self, buf: bytearray) -> bool:
+        """False when the first buffered packet is known to be incomplete (and not one to
+        skip): then nothing can be parsed yet and the buffer is not copied."""
+        end = len(buf)
+        if end < 2:
+            return False
+        decoded = _varint(buf, 1, end)
+        if decoded is None:
+            return False  # (more than four length bytes raise here, as they should)
+        length, i = decoded
+        if i + length <= end:
+            return True
+        # Partial: worth parsing now only if it is over its bound (an oversized PUBLISH
+        # starts to be skipped; any other packet is a protocol error).
+        return length > (self.max_body if buf[0] & 0xF0 == PUBLISH else MAX_CONTROL_BYTES)
+
     @property
     def buffered(self) -> int:
         """Bytes held for a partial packet."""
@@ -123,7 +139,12 @@ class PacketReader:
             self.on_messages([skipped], message_size(skipped[0], skipped[1]))
         buf = self._buf
         buf += data
-        end = len(buf)
+        if not self._first_may_complete(buf):
+            return  # the first packet is still partial: no copying, nothing to parse
+        # One copy of what is buffered (complete packets plus at most one read of the
+        # next one), then cheap bytes slicing: the common case, many small packets.
+        data = bytes(buf)
+        end = len(data)
         pos = 0
         messages: list[Message] = []
         size = 0
@@ -131,13 +152,24 @@ class PacketReader:
         v5 = self.v5
         max_topic = self.max_topic
         max_payload = self.max_payload
+        max_body = self.max_body
+        on_dollar = self.on_dollar
         try:
             while end - pos >= 2:
-                header = buf[pos]
-                decoded = _varint(buf, pos + 1, end)
-                if decoded is None:
-                    break
-                length, i = decoded
+                header = data[pos]
+                # Remaining length: inline for one or two bytes (nearly every packet).
+                byte = data[pos + 1]
+                if byte < 0x80:
+                    length = byte
+                    i = pos + 2
+                elif end - pos >= 3 and data[pos + 2] < 0x80:
+                    length = (byte & 0x7F) | (data[pos + 2] << 7)
+                    i = pos + 3
+                else:
+                    decoded = _varint(data, pos + 1, end)
+                    if decoded is None:
+                        break
+                    length, i = decoded
                 body_end = i + length
                 if header & 0xF0 != PUBLISH:
                     if length > MAX_CONTROL_BYTES:
@@ -150,15 +182,15 @@ class PacketReader:
                     if messages:
                         self.on_messages(messages, size)
                         messages, size = [], 0
-                    body = bytes(buf[i:body_end])
+                    body = data[i:body_end]
                     pos = body_end
                     self.on_control(header, body)
                     continue
                 qos = (header >> 1) & 3
                 if qos == 3:
                     raise ProtocolError("malformed PUBLISH from the broker: QoS 3")
-                if length > self.max_body:
-                    head = self._publish_head(buf, i, end, length, qos)
+                if length > max_body:
+                    head = self._publish_head(data, i, end, length, qos)
                     if head is None:
                         break  # wait for topic and packet id
                     topic, problem_topic, mid, p_start = head
@@ -193,45 +225,44 @@ class PacketReader:
                     break
                 if length < 2:
                     raise ProtocolError("malformed PUBLISH from the broker: no topic")
-                tlen = (buf[i] << 8) | buf[i + 1]
+                tlen = (data[i] << 8) | data[i + 1]
                 t_end = i + 2 + tlen
                 p_start = t_end + (2 if qos else 0)
                 if p_start > body_end:
                     raise ProtocolError("malformed PUBLISH from the broker: topic overruns it")
-                mid = (buf[t_end] << 8) | buf[t_end + 1] if qos else 0
+                mid = (data[t_end] << 8) | data[t_end + 1] if qos else 0
                 if v5:
-                    props = _varint(buf, p_start, body_end)
+                    props = _varint(data, p_start, body_end)
                     if props is None or props[1] + props[0] > body_end:
                         raise ProtocolError(
                             "malformed PUBLISH from the broker: properties overrun it"
                         )
                     p_start = props[1] + props[0]
-                problem = ""
                 if tlen == 0:
                     # A topic alias: never allowed (our CONNECT sets no Topic Alias
                     # Maximum), so the broker broke the protocol.
                     raise ProtocolError("PUBLISH with an empty topic (topic alias not allowed)")
-                raw_topic = bytes(buf[i + 2 : t_end])
+                payload = data[p_start:body_end]
+                pos = body_end
                 try:
-                    topic = raw_topic.decode()
+                    topic = data[i + 2 : t_end].decode()
+                    problem = ""
                 except UnicodeDecodeError:
-                    topic = repr(raw_topic)[:max_topic]
+                    topic = repr(data[i + 2 : t_end])[:max_topic]
                     problem = "topic is not valid UTF-8"
                 if tlen > max_topic:
                     topic = topic[:max_topic] + "…"
                     problem = f"topic of {tlen:,} bytes exceeds max_topic_bytes={max_topic:,}"
-                payload = bytes(buf[p_start:body_end])
-                if not problem and len(payload) > max_payload:
+                elif body_end - p_start > max_payload and not problem:
                     problem = (
                         f"payload of {len(payload):,} bytes exceeds max_payload_bytes="
                         f"{max_payload:,}"
                     )
-                pos = body_end
                 if (
-                    topic[0] == "$"
-                    and self.on_dollar is not None
+                    on_dollar is not None
+                    and topic[0] == "$"
                     and not problem
-                    and self.on_dollar(topic, payload, qos)
+                    and on_dollar(topic, payload, qos)
                 ):
                     continue  # consumed (the broker's $SYS counters)
                 messages.append((topic, payload, qos, mid, problem, tag))
@@ -243,7 +274,7 @@ class PacketReader:
             self.on_messages(messages, size)
 
     def _publish_head(
-        self, buf: bytearray, i: int, end: int, length: int, qos: int
+        self, buf: bytes, i: int, end: int, length: int, qos: int
     ) -> tuple[str, str, int, int] | None:
         """Topic, topic problem, packet id and payload start of an oversized PUBLISH whose
         body starts at ``i``; None until those bytes are here."""
