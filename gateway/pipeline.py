@@ -110,13 +110,17 @@ class Pipeline:
             metrics.messages_empty += 1
             envelope.ack()
             return
-        if self._queued_readings >= self.readings_limit or self.queue.full():
+        if self._queued_readings >= self.readings_limit:
             metrics.queue_full_waits += 1  # backpressure: the reader waits for room
-        while self._queued_readings >= self.readings_limit:
-            self._room.clear()
-            await self._room.wait()
+            while self._queued_readings >= self.readings_limit:
+                self._room.clear()
+                await self._room.wait()
         self._queued_readings += len(envelope.readings)
-        await self.queue.put(envelope)
+        try:
+            self.queue.put_nowait(envelope)  # the common case, without a coroutine
+        except asyncio.QueueFull:
+            metrics.queue_full_waits += 1
+            await self.queue.put(envelope)
 
     async def stop(self, timeout: float | None = None) -> bool:
         """Drain the queue, commit, ack, and end the writer. Call after sources stopped
@@ -237,9 +241,11 @@ class Pipeline:
         latency = metrics.commit_latency
         oldest = done
         for envelope in batch:
-            if envelope.received_at:
-                latency.observe(done - envelope.received_at)
-                oldest = min(oldest, envelope.received_at)
+            received = envelope.received_at
+            if received:
+                latency.observe(done - received)
+                if received < oldest:
+                    oldest = received
             sub = metrics.subscription(envelope.subscription)
             if envelope.dead_letter is not None:
                 sub.dead_lettered += 1
