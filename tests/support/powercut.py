@@ -71,8 +71,9 @@ class _Pending:
 
 
 class LazyOperations:
-    """The filesystem (mfusepy operations). Every callback holds one mutex (not named ``lock``: that is a FUSE operation): the control
-    thread's ``cut`` sees no half-done write."""
+    """The filesystem (mfusepy operations). Every callback holds one mutex (not named
+    ``lock``: that is a FUSE operation), so the control thread's ``cut`` never sees a
+    half-done write."""
 
     use_ns = True
 
