@@ -5,8 +5,9 @@ with its default config (durable commits, maintenance on), and two ``tidegate-si
 fleets: the main one for the whole soak, and a small one for its first half, verified
 with ``tidegate-sim verify`` while the main fleet keeps publishing and the gateway keeps
 ingesting and compacting. The gateway's RSS is sampled every ``--sample-s`` seconds. At
-the end: wait until everything acknowledged is stored (bounded), verify the main fleet,
-stop the gateway, print the figures and write them as JSON.
+the end: wait until everything acknowledged is stored (bounded), verify both fleets
+(gateway still running), stop the gateway, verify both again on the stopped file, print
+the figures and write them as JSON. Exit 0 only if every verify was exact.
 
 Length and size: ``SOAK_MINUTES`` (default 30), ``SOAK_SENSORS`` (10,000), ``SOAK_RATE``
 (samples per second per sensor, 1); or the matching options. Not part of ``make test``.
@@ -220,6 +221,11 @@ def soak(minutes: float, sensors: int, rate: float, sample_s: float, keep: Path 
                 result["gateway_exit"] = "killed"
             log.close()
             sampler.join(5)
+    if gateway.returncode == 0 and main_sim is not None and main_sim.returncode == 0:
+        # Once more on the stopped gateway's file: the figures of record, whatever a
+        # verify of the live gateway (compacting while it reads) said.
+        result["verify_after_stop"] = _verify(workdir / "main-report.json", db)
+        result["verify_after_stop_side"] = _verify(workdir / "side-report.json", db)
     samples = sampler.samples
     result["rss_samples_mb"] = samples
     if samples:
@@ -236,12 +242,11 @@ def soak(minutes: float, sensors: int, rate: float, sample_s: float, keep: Path 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1, default=str))
     sys.stdout.write(render(result))
-    ok = (
-        result.get("verify_end", {}).get("ok")
-        and result.get("verify_end_side", {}).get("ok")
-        and result.get("verify_mid_run", {}).get("ok")
-        and result.get("gateway_exit") == 0
-    )
+    verifies = (
+        "verify_mid_run", "verify_end", "verify_end_side",
+        "verify_after_stop", "verify_after_stop_side",
+    )  # fmt: skip
+    ok = all(result.get(key, {}).get("ok") for key in verifies) and result["gateway_exit"] == 0
     return 0 if ok else 1
 
 
@@ -258,7 +263,10 @@ def render(result: dict[str, Any]) -> str:
         f"catch-up after the fleet stopped: {result.get('catch_up_s')} s;"
         f" database {result.get('db_bytes', 0) / 1e6:,.0f} MB; gateway exit {result.get('gateway_exit')}",
     ]
-    for key in ("verify_mid_run", "verify_end", "verify_end_side"):
+    for key in (
+        "verify_mid_run", "verify_end", "verify_end_side",
+        "verify_after_stop", "verify_after_stop_side",
+    ):  # fmt: skip
         v = result.get(key)
         if v:
             lines.append(
