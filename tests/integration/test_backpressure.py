@@ -105,6 +105,10 @@ def test_a_long_storage_outage_keeps_one_connection_and_loses_nothing(
             sim.kill()
             sim.wait(10)
     text = gateway.log_text()
+    print(
+        f"outage {case}: {outage_s}s, reconnects {reconnects}, queue-full waits {waits},"
+        f" socket held {held}, acked {acked}, stored {count(db)}, peak RSS +{growth} KiB"
+    )
     assert reconnects == 0, text
     assert text.count("] ready: ") == 1
     assert "connection lost" not in text
