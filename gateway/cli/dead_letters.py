@@ -22,6 +22,7 @@ from gateway.cli.common import add_db_argument, db_path, open_reader, settings_f
 from gateway.cli.output import FORMATS, write_rows
 from gateway.errors import QueryError
 from gateway.router import Router
+from gateway.series_gate import SeriesGate
 from gateway.storage.base import Selection
 from gateway.storage.sqlite.deadletters import purge_dead_letters, replay_dead_letters
 from gateway.validation import format_ms
@@ -158,8 +159,14 @@ def handle_replay(args: argparse.Namespace) -> int:
     selection = _selection(args)
     if selection.empty:
         raise QueryError("select dead letters to replay: --id, --reason, --since or --all")
+    # The series caps apply to a replay as to ingestion: raise them first to replay a
+    # message refused for them.
+    gate = SeriesGate(settings.storage.max_series, settings.storage.max_new_series_per_message)
     router = Router(
-        settings.subscriptions, settings.validation.limits(), settings.pipeline.max_payload_bytes
+        settings.subscriptions,
+        settings.validation.limits(),
+        settings.pipeline.max_payload_bytes,
+        series_gate=gate,
     )
     result = replay_dead_letters(
         db_path(args),
@@ -167,6 +174,7 @@ def handle_replay(args: argparse.Namespace) -> int:
         selection,
         dry_run=args.dry_run,
         busy_timeout_ms=settings.storage.busy_timeout_ms,
+        series_gate=gate,
     )
     verb = "would be" if args.dry_run else "were"
     print(f"{result.selected} dead letter(s) selected")

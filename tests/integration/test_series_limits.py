@@ -5,6 +5,9 @@ series keep flowing, across a restart too."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,12 +34,32 @@ def reasons(db: Path) -> list[str]:
     return [str(r[0]) for r in db_rows(db, "SELECT reason FROM dead_letters ORDER BY id")]
 
 
+def replay(cfg: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "dead-letters", "replay", "--all", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_a_10000_key_message_is_dead_lettered_not_10000_series(
     broker: Broker, tmp_path: Path
 ) -> None:
     """The finding: one 99 KB JSON object with 10,000 keys made 10,166 series."""
     db = tmp_path / "wide.db"
-    cfg = write_config(tmp_path / "wide.toml", broker.port, db, client_id="tidegate-wide")
+    # Dead letters keep the whole 129 KB payload here (default 64 KB), so it can be replayed;
+    # write_config puts ``extra`` right after [storage]'s path.
+    cfg = write_config(
+        tmp_path / "wide.toml",
+        broker.port,
+        db,
+        client_id="tidegate-wide",
+        extra="dead_letter_max_payload = 262144\n",
+    )
     gateway = GatewayProcess(cfg, tmp_path / "wide.log").start()
     now_ms = int(time.time() * 1000)
     wide = {f"k{i}": i for i in range(10_000)} | {"ts": now_ms}
@@ -57,6 +80,12 @@ def test_a_10000_key_message_is_dead_lettered_not_10000_series(
         assert reason == (
             "message would create 10000 new series, more than storage.max_new_series_per_message = 1000"
         )
+        # A replay keeps the caps: it still fails until the limit is raised.
+        assert "1 still fail" in replay(cfg, {})
+        assert series_count(db) == 2
+        raised = {"TIDEGATE_STORAGE__MAX_NEW_SERIES_PER_MESSAGE": "20000"}
+        assert "10000 reading(s), 10000 new" in replay(cfg, raised)
+        assert series_count(db) == 10_002 and count(db, "dead_letters") == 0
     finally:
         assert gateway.terminate() == 0, gateway.log_text()
 

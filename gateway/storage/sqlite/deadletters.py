@@ -23,10 +23,11 @@ from pathlib import Path
 
 from gateway.errors import QueryError
 from gateway.models import Envelope, Reading
+from gateway.series_gate import SeriesGate
 from gateway.storage.base import DeadLetterRow, ReasonGroup, Selection
 from gateway.storage.sqlite.connection import convert_sqlite_error, open_writable
 from gateway.storage.sqlite.rollups import LateDataTracker
-from gateway.storage.sqlite.writer import BatchWriter
+from gateway.storage.sqlite.writer import BatchWriter, series_keys
 
 Decode = Callable[[str, bytes, int], Envelope]
 """``(topic, payload, received_at_ms) → Envelope``: how the current config routes a
@@ -250,10 +251,15 @@ def replay_dead_letters(
     *,
     dry_run: bool = False,
     busy_timeout_ms: int = 5000,
+    series_gate: SeriesGate | None = None,
 ) -> ReplayResult:
-    """:func:`replay` on the database at ``path`` (beside a running gateway)."""
+    """:func:`replay` on the database at ``path`` (beside a running gateway). A
+    ``series_gate`` (the one ``decode`` asks) is seeded with the stored series first, so
+    a replay keeps the series caps too."""
     conn = open_writable(path, busy_timeout_ms)
     try:
+        if series_gate is not None:
+            series_gate.load(series_keys(conn))
         return replay(conn, decode, selection, dry_run=dry_run)
     finally:
         conn.close()

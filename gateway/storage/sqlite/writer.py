@@ -18,7 +18,7 @@ import operator
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -250,6 +250,12 @@ class BatchWriter:
         )
 
 
+def series_keys(conn: sqlite3.Connection) -> Iterator[SeriesKey]:
+    """The key of every stored series, as readings carry it (unit None for none)."""
+    rows = conn.execute("SELECT sensor_id, metric, unit, tags FROM series")
+    return ((s, m, u or None, _tags_tuple(t)) for s, m, u, t in rows)
+
+
 def _tags_tuple(text: str) -> Tags:
     if not text:
         return ()
@@ -316,8 +322,7 @@ class SqliteSink:
         on the writer's thread, before any batch)."""
 
         def keys(conn: sqlite3.Connection) -> None:
-            rows = conn.execute("SELECT sensor_id, metric, unit, tags FROM series")
-            gate.load((s, m, u or None, _tags_tuple(t)) for s, m, u, t in rows)
+            gate.load(series_keys(conn))
 
         try:
             await run_on_connection(self.connection, keys)
