@@ -103,17 +103,31 @@ async def test_partial_headers_get_408_once_the_timeout_passes() -> None:
     assert transport.written.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
+async def closed_within(transport: FakeTransport, seconds: float) -> float:
+    """Loop time until ``transport`` is closed (at most ``seconds``)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not transport.closed and loop.time() - started < seconds:
+        await asyncio.sleep(0.01)
+    return loop.time() - started
+
+
 async def test_answered_request_then_idle_is_timed_out_again() -> None:
+    """The header clock restarts when an answer is complete: a request sent late in
+    the first period is answered, and the idle connection is closed a whole period
+    after the answer, not after the connection opened."""
     table: ConnectionTable[Any] = ConnectionTable(10, 10)
-    cls, config = make(table, header_s=0.3)
+    cls, config = make(table, header_s=0.5)
     protocol, transport = connect(cls, config, ServerState())
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.35)
     protocol.data_received(REQUEST)
-    await asyncio.sleep(0.2)  # 0.4 s after connecting: the request was in time
+    while not transport.written:  # the answer (the app runs as a task)
+        await asyncio.sleep(0.005)
     assert transport.written.startswith(b"HTTP/1.1 200 ")
     assert not transport.closed
-    await asyncio.sleep(0.25)  # 0.45 s waiting for the next request
+    idle = await closed_within(transport, 5)
     assert transport.closed
+    assert idle >= 0.45, idle  # a full period after the answer, not 0.15 s after it
 
 
 async def test_stalled_reader_is_aborted_but_a_slow_one_is_not() -> None:
@@ -125,18 +139,18 @@ async def test_stalled_reader_is_aborted_but_a_slow_one_is_not() -> None:
         await send({"type": "http.response.body", "body": b"x"})
 
     table: ConnectionTable[Any] = ConnectionTable(10, 10)
-    cls, config = make(table, header_s=5, send_s=0.2, app=slow_app)
+    cls, config = make(table, header_s=30, send_s=0.5, app=slow_app)
     protocol, transport = connect(cls, config, ServerState())
     protocol.data_received(REQUEST)
     await asyncio.sleep(0.05)
     transport.buffered = 100_000
     protocol.pause_writing()
-    for _ in range(3):  # draining: never aborted
-        await asyncio.sleep(0.15)
-        transport.buffered -= 10_000
+    for _ in range(15):  # draining a little every 0.1 s for three periods: never aborted
+        await asyncio.sleep(0.1)
+        transport.buffered -= 1_000
     assert not transport.closed
-    await asyncio.sleep(0.5)  # stalled
-    assert transport.aborted
+    stalled = await closed_within(transport, 5)  # no progress: cut within two periods
+    assert transport.aborted and stalled <= 1.5, stalled
     assert table.stats.closed["send_timeout"] == 1
     blocked.set()
     await asyncio.sleep(0.05)
