@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -580,3 +581,11 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
 
     dumped = settings.model_dump(mode="json")
     return {k: mask(v, k) for k, v in dumped.items()}
+
+
+def local_gateway_id(settings: Settings | None) -> str:
+    """The id this gateway's readings carry in the fleet (``docs/fleet.md``): the host
+    name unless configured (with forwarding, ``upstream.gateway_id``). A local store
+    labels its rows with it and answers a ``gateway`` filter naming it. ``None`` (no
+    configuration at hand): the host name."""
+    return socket.gethostname() or "tidegate"

@@ -33,6 +33,8 @@ MIN_BUCKET_MS = 1000
 MAX_TS_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: times outside [0, this] are refused (database integers and
 Python datetimes both stay in range)."""
+MAX_GATEWAY_LENGTH = 128
+"""The longest gateway id (``upstream.gateway_id``, ``storage.gateway_id``)."""
 DEFAULT_MAX_BUCKETS = 100_000
 
 Cursor = tuple[int, int]
@@ -106,6 +108,19 @@ def tier(value: str, name: str = "tier") -> str:
     return value
 
 
+def gateway_filter(value: str | None, name: str = "gateway") -> str | None:
+    """A gateway filter: the id one edge forwards under (``upstream.gateway_id``) or a
+    direct-mode group writes under; ``None`` (or empty) means every gateway. An id no
+    gateway has is not an error: it matches nothing, as an unknown sensor does."""
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_GATEWAY_LENGTH:
+        raise _named(name, f"longer than {MAX_GATEWAY_LENGTH} characters")
+    if not value.isprintable():
+        raise _named(name, "contains control characters")
+    return value
+
+
 def check_order(since_ms: int | None, until_ms: int | None, what: str = "") -> None:
     """``since`` must come before ``until`` (both given)."""
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
@@ -169,11 +184,12 @@ def check_buckets(since_ms: int, until_ms: int, bucket: int, limit: Limit) -> No
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadingsQuery:
     """Raw readings in ``[since, until)`` ordered by ``(ts, series_id)`` (descending
-    with ``descending``), optionally of one sensor and/or metric, starting after the
-    keyset ``after``. ``limit`` 0 means all (for streams)."""
+    with ``descending``), optionally of one gateway, sensor and/or metric, starting
+    after the keyset ``after``. ``limit`` 0 means all (for streams)."""
 
     sensor: str | None = None
     metric: str | None = None
+    gateway: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
     limit: int = 1000
@@ -184,6 +200,7 @@ class ReadingsQuery:
         if self.limit < 0:
             raise QueryError("limit must be >= 0")
         check_order(self.since_ms, self.until_ms)
+        gateway_filter(self.gateway)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,13 +208,15 @@ class AggregateQuery:
     """Per-series buckets of ``bucket_ms`` (aligned to the epoch: hourly buckets start
     on the hour, UTC) over ``[since, until)`` with the chosen aggregates, each bucket
     from ``tier`` (see :data:`TIERS`). ``limit`` caps the buckets returned in total
-    (0: no cap; the per-series cap is ``max_buckets``)."""
+    (0: no cap; the per-series cap is ``max_buckets``). ``gateway`` narrows to one
+    gateway's series."""
 
     since_ms: int
     until_ms: int
     bucket_ms: int
     sensor: str | None = None
     metric: str | None = None
+    gateway: str | None = None
     aggregates: tuple[str, ...] = DEFAULT_AGGREGATES
     tier: str = "auto"
     max_buckets: Limit = Limit(DEFAULT_MAX_BUCKETS)
@@ -218,3 +237,4 @@ class AggregateQuery:
         check_buckets(self.since_ms, self.until_ms, self.bucket_ms, self.max_buckets)
         if self.limit < 0:
             raise QueryError("limit must be >= 0")
+        gateway_filter(self.gateway)

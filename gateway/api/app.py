@@ -116,6 +116,7 @@ def build_app(state: ApiState, token: str | None) -> ASGIApp:
         Route("/metrics", handlers.metrics),
         Route("/api/v1/live", handlers.live),
         Route("/api/v1/stats", handlers.stats),
+        Route("/api/v1/gateways", handlers.gateways),
         Route("/api/v1/sensors", handlers.sensors),
         Route("/api/v1/readings", handlers.readings),
         Route("/api/v1/readings/aggregate", handlers.aggregate),

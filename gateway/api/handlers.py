@@ -133,6 +133,7 @@ def live_figures(state: ApiState) -> dict[str, Any]:
     m = state.gateway.metrics
     readings_rate, messages_rate, window = state.meter.rates()
     return {
+        "mode": "gateway",
         "uptime_s": round(time.time() - state.started_at, 3),
         "broker_connected": state.gateway.source.connected,
         "connections": m.connected,
@@ -163,16 +164,17 @@ async def live(request: Request) -> Response:
     return reply(live_figures(state_of(request)))
 
 
-async def stats(request: Request) -> Response:
-    """Database totals (cached for a few seconds: counting scans) plus runtime figures."""
-    params.checked(request.query_params, NO_PARAMS)
-    state = state_of(request)
+async def database_totals(state: ApiState, gateway: str | None) -> dict[str, Any]:
+    """``/stats``' ``database`` part: totals of the store, or of one gateway's data
+    (cached for a few seconds: counting scans)."""
 
     async def load() -> Stats:
-        return await state.store.stats()
+        return await state.store.stats(gateway)
 
-    totals = await cached(state, "stats", STATS_TTL_S, load)
-    database = {
+    key = "stats" if gateway is None else "stats\x00" + gateway
+    totals = await cached(state, key, STATS_TTL_S, load)
+    return {
+        "gateway": gateway,
         "readings": totals.readings,
         "series": totals.series,
         "sensors": totals.sensors,
@@ -187,17 +189,68 @@ async def stats(request: Request) -> Response:
         "newest": iso(totals.newest_ts_ms),
         "newest_ms": totals.newest_ts_ms,
     }
+
+
+async def stats(request: Request) -> Response:
+    """Database totals (of one gateway's data with ``gateway``) plus runtime figures."""
+    state = state_of(request)
+    qp = params.checked(request.query_params, STATS_PARAMS)
+    database = await database_totals(state, params.gateway(qp))
     return reply({"database": database, "runtime": live_figures(state)})
+
+
+# --- gateways -----------------------------------------------------------------------
+
+
+async def gateways(request: Request) -> Response:
+    """Every gateway the store holds data of: a gateway's own store knows only itself;
+    the central store (``tidegate serve``) every edge forwarding into it, with when it
+    last forwarded and how far behind it was then; one that has not forwarded for
+    ``api.stale_after_s`` is ``stale``."""
+    params.checked(request.query_params, NO_PARAMS)
+    state = state_of(request)
+    now = now_ms()
+    stale_ms = state.config.stale_after_s * 1000
+    out = []
+    for g in await state.store.gateways():
+        entry: dict[str, Any] = {"gateway": g.gateway_id, "series": g.series, "sensors": g.sensors}
+        f = g.forwarding
+        if f is None:
+            entry["forwarding"] = None
+        else:
+            behind_ms = None if f.oldest_pending_ms is None else max(0, now - f.oldest_pending_ms)
+            entry["forwarding"] = {
+                "forwarded": f.forwarded,
+                "backlog_readings": f.backlog,
+                "oldest_pending": iso(f.oldest_pending_ms),
+                "behind_s": None if behind_ms is None else round(behind_ms / 1000, 3),
+                "last_forward": iso(f.last_forward_ms),
+                "last_forward_ms": f.last_forward_ms,
+                "age_s": round((now - f.last_forward_ms) / 1000, 3),
+                "stale": now - f.last_forward_ms > stale_ms,
+            }
+        out.append(entry)
+    return reply(
+        {
+            "now": iso(now),
+            "stale_after_s": state.config.stale_after_s,
+            "count": len(out),
+            "gateways": out,
+        }
+    )
 
 
 # --- sensors ------------------------------------------------------------------------
 
 
-SENSORS_PARAMS = frozenset({"sensor", "metric", "match", "limit", "cursor"})
+SENSORS_PARAMS = frozenset({"sensor", "metric", "gateway", "match", "limit", "cursor"})
 READINGS_PARAMS = frozenset(
-    {"sensor", "metric", "from", "to", "order", "cursor", "limit", "format"}
+    {"sensor", "metric", "gateway", "from", "to", "order", "cursor", "limit", "format"}
 )
-AGGREGATE_PARAMS = frozenset({"sensor", "metric", "from", "to", "bucket", "agg", "tier", "format"})
+AGGREGATE_PARAMS = frozenset(
+    {"sensor", "metric", "gateway", "from", "to", "bucket", "agg", "tier", "format"}
+)
+STATS_PARAMS = frozenset({"gateway"})
 NO_PARAMS: frozenset[str] = frozenset()
 """What each endpoint under /api/v1 takes (see :func:`gateway.api.params.checked`)."""
 
@@ -210,10 +263,13 @@ async def sensors(request: Request) -> Response:
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
     match = params.text(qp, "match")
+    gateway = params.gateway(qp)
     high = state.config.max_rows
     limit = params.integer(qp, "limit", min(DEFAULT_LIMIT, high), 1, high)
     after = params.decode_series_cursor(qp)
-    rows = await state.store.latest(sensor, metric, match=match, after=after, limit=limit + 1)
+    rows = await state.store.latest(
+        sensor, metric, match=match, after=after, limit=limit + 1, gateway=gateway
+    )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -221,15 +277,18 @@ async def sensors(request: Request) -> Response:
         next_cursor = params.encode_series_cursor((last.sensor_id, last.metric, last.series_id))
     now = now_ms()
     stale_ms = state.config.stale_after_s * 1000
-    grouped: dict[str, list[Latest]] = {}
+    # One entry per sensor of a gateway: the same sensor id on two gateways is two
+    # sensors (two sites may both have a "kitchen").
+    grouped: dict[tuple[str, str], list[Latest]] = {}
     for row in rows:
-        grouped.setdefault(row.sensor_id, []).append(row)
+        grouped.setdefault((row.gateway_id, row.sensor_id), []).append(row)
     out = []
-    for sensor_id, series in grouped.items():
+    for (gateway_id, sensor_id), series in grouped.items():
         seen = [s.last_ts_ms for s in series if s.last_ts_ms is not None]
         last_ms = max(seen) if seen else None
         out.append(
             {
+                "gateway": gateway_id,
                 "sensor_id": sensor_id,
                 "last_seen": iso(last_ms),
                 "last_seen_ms": last_ms,
@@ -437,6 +496,7 @@ def _reading_json(row: ReadingRow) -> dict[str, Any]:
         "value": row.value,
         "unit": row.unit,
         "tags": row.tags,
+        "gateway": row.gateway_id,
     }
 
 
@@ -450,10 +510,12 @@ def _reading_csv(row: ReadingRow) -> list[object]:
         row.value,
         row.unit or "",
         tags,
+        row.gateway_id,
     ]
 
 
-READING_CSV_HEADER = ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags"]
+READING_CSV_HEADER = ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags", "gateway"]
+"""``gateway`` last: the columns before it kept their places when it was added."""
 
 
 async def readings(request: Request) -> Response:
@@ -464,6 +526,7 @@ async def readings(request: Request) -> Response:
     csv_wanted = params.wants_csv(qp, request.headers.get("accept", ""))
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
+    gateway = params.gateway(qp)
     span = params.time_range(qp, now, DEFAULT_SPAN_MS, state.max_range_ms, open_end=True)
     order = params.choice(qp, "order", ("asc", "desc"), "asc")
     descending = order == "desc"
@@ -475,6 +538,7 @@ async def readings(request: Request) -> Response:
         return ReadingsQuery(
             sensor=sensor,
             metric=metric,
+            gateway=gateway,
             since_ms=span.since_ms,
             until_ms=span.until_ms,
             limit=how_many,
@@ -520,6 +584,7 @@ async def aggregate(request: Request) -> Response:
     csv_wanted = params.wants_csv(qp, request.headers.get("accept", ""))
     sensor = params.text(qp, "sensor")
     metric = params.text(qp, "metric")
+    gateway = params.gateway(qp)
     max_range_ms = state.max_range_ms
     span = params.time_range(qp, now, DEFAULT_SPAN_MS, max_range_ms, open_end=False)
     bucket_ms = params.duration_ms(qp, "bucket", "1h", max_range_ms)
@@ -534,6 +599,7 @@ async def aggregate(request: Request) -> Response:
         return AggregateQuery(
             sensor=sensor,
             metric=metric,
+            gateway=gateway,
             since_ms=span.since_ms,
             until_ms=until_ms,
             bucket_ms=bucket_ms,
@@ -544,11 +610,14 @@ async def aggregate(request: Request) -> Response:
         )
 
     if csv_wanted:
-        header = ["start", "start_ms", "sensor_id", "metric", *aggs]
+        header = ["start", "start_ms", "sensor_id", "metric", *aggs, "tier", "gateway"]
 
         def to_row(b: Bucket) -> list[object]:
             values = [finite(b.values.get(a)) for a in aggs]
-            return [format_ms(b.start_ms), b.start_ms, b.sensor_id, b.metric, *values]
+            return [
+                format_ms(b.start_ms), b.start_ms, b.sensor_id, b.metric, *values, b.tier,
+                b.gateway_id,
+            ]  # fmt: skip
 
         return await _csv_response(
             state,
@@ -572,9 +641,15 @@ async def aggregate(request: Request) -> Response:
             current is None
             or current["sensor_id"] != b.sensor_id
             or current["metric"] != b.metric
+            or current["gateway"] != b.gateway_id
             or b.start_ms <= last_start
         ):
-            current = {"sensor_id": b.sensor_id, "metric": b.metric, "buckets": []}
+            current = {
+                "gateway": b.gateway_id,
+                "sensor_id": b.sensor_id,
+                "metric": b.metric,
+                "buckets": [],
+            }
             series.append(current)
         last_start = b.start_ms
         entry: dict[str, Any] = {"start": format_ms(b.start_ms), "start_ms": b.start_ms}

@@ -51,6 +51,13 @@ _QUERY_ERRORS: dict[str, Any] = {
 
 _SENSOR = _param("sensor", "Sensor id (exact match). Also accepted as `sensor_id`.", "s1")
 _METRIC = _param("metric", "Metric name (exact match).", "temperature")
+_GATEWAY = _param(
+    "gateway",
+    "Only this gateway's data (exact match). A gateway's own API holds one gateway (its"
+    " `upstream.gateway_id`, default the host name); `tidegate serve` every gateway of the"
+    " central store. An id no gateway has matches nothing.",
+    "site-north",
+)
 _FROM = _param(
     "from",
     "Start (inclusive): ISO 8601, epoch s or ms, `now`, or a duration ago (`2h`)."
@@ -105,8 +112,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "Sensor": {
         "type": "object",
-        "required": ["sensor_id", "last_seen", "last_seen_ms", "age_s", "stale", "metrics"],
+        "required": [
+            "gateway",
+            "sensor_id",
+            "last_seen",
+            "last_seen_ms",
+            "age_s",
+            "stale",
+            "metrics",
+        ],
         "properties": {
+            "gateway": {"type": "string"},
             "sensor_id": {"type": "string"},
             "last_seen": _nullable_str,
             "last_seen_ms": _nullable_int,
@@ -132,8 +148,9 @@ SCHEMAS: dict[str, Any] = {
     },
     "Reading": {
         "type": "object",
-        "required": ["sensor_id", "metric", "ts", "ts_ms", "value", "unit", "tags"],
+        "required": ["sensor_id", "metric", "ts", "ts_ms", "value", "unit", "tags", "gateway"],
         "properties": {
+            "gateway": {"type": "string"},
             "sensor_id": {"type": "string"},
             "metric": {"type": "string"},
             "ts": {"type": "string", "description": "ISO 8601 UTC, millisecond precision"},
@@ -189,8 +206,9 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["sensor_id", "metric", "buckets"],
+                    "required": ["gateway", "sensor_id", "metric", "buckets"],
                     "properties": {
+                        "gateway": {"type": "string"},
                         "sensor_id": {"type": "string"},
                         "metric": {"type": "string"},
                         "buckets": {"type": "array", "items": _ref("Bucket")},
@@ -201,21 +219,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "Live": {
         "type": "object",
-        "required": [
-            "uptime_s",
-            "broker_connected",
-            "storage_ok",
-            "queue_depth",
-            "queue_capacity",
-            "readings_stored",
-            "ingest_rate",
-        ],
+        "required": ["mode", "uptime_s", "storage_ok"],
+        "description": "`mode` `gateway`: a gateway's own figures (every property below);"
+        " `hub` (`tidegate serve`): only `uptime_s` and whether the central store answers"
+        " (`storage_ok`, `storage_error`).",
         "properties": {
+            "mode": {"type": "string", "enum": ["gateway", "hub"]},
             "uptime_s": {"type": "number"},
             "broker_connected": {"type": "boolean"},
             "connections": {"type": "integer"},
             "storage_ok": {"type": "boolean"},
-            "storage_error": {"type": "string"},
+            "storage_error": _nullable_str,
             "queue_depth": {"type": "integer"},
             "queue_capacity": {"type": "integer"},
             "messages_received": {"type": "integer"},
@@ -244,6 +258,10 @@ SCHEMAS: dict[str, Any] = {
             "database": {
                 "type": "object",
                 "properties": {
+                    "gateway": {
+                        **_nullable_str,
+                        "description": "The `gateway` asked for (null: the whole store).",
+                    },
                     "readings": {"type": "integer"},
                     "series": {"type": "integer"},
                     "sensors": {"type": "integer"},
@@ -258,6 +276,65 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "runtime": _ref("Live"),
+        },
+    },
+    "Forwarding": {
+        "type": "object",
+        "description": "What the edge reported with its last forwarded batch (the central"
+        " store's forward position of it).",
+        "required": [
+            "forwarded",
+            "backlog_readings",
+            "oldest_pending",
+            "behind_s",
+            "last_forward",
+            "last_forward_ms",
+            "age_s",
+            "stale",
+        ],
+        "properties": {
+            "forwarded": {"type": "integer", "description": "Readings forwarded in total."},
+            "backlog_readings": {
+                "type": "integer",
+                "description": "Readings it still held unforwarded then.",
+            },
+            "oldest_pending": _nullable_str,
+            "behind_s": {
+                **_nullable_num,
+                "description": "How far behind it is: age of its oldest unforwarded reading"
+                " (null: nothing pending).",
+            },
+            "last_forward": {"type": "string"},
+            "last_forward_ms": {"type": "integer"},
+            "age_s": {"type": "number", "description": "Seconds since it last forwarded."},
+            "stale": {
+                "type": "boolean",
+                "description": "No batch for longer than api.stale_after_s.",
+            },
+        },
+    },
+    "Gateway": {
+        "type": "object",
+        "required": ["gateway", "series", "sensors", "forwarding"],
+        "properties": {
+            "gateway": {"type": "string"},
+            "series": {"type": "integer"},
+            "sensors": {"type": "integer"},
+            "forwarding": {
+                "oneOf": [_ref("Forwarding"), {"type": "null"}],
+                "description": "null when the gateway does not forward into this store"
+                " (a gateway's own store, a direct-mode group).",
+            },
+        },
+    },
+    "Gateways": {
+        "type": "object",
+        "required": ["now", "stale_after_s", "count", "gateways"],
+        "properties": {
+            "now": {"type": "string"},
+            "stale_after_s": {"type": "integer"},
+            "count": {"type": "integer"},
+            "gateways": {"type": "array", "items": _ref("Gateway")},
         },
     },
 }
@@ -351,7 +428,16 @@ def document() -> dict[str, Any]:
             "/api/v1/stats": _get(
                 "Stats",
                 {"200": _json(_ref("Stats"), "Totals"), **_QUERY_ERRORS},
-                description="Database totals (cached for 10 s) and runtime figures.",
+                [_GATEWAY],
+                description="Database totals (cached for 10 s; with `gateway`, of that"
+                " gateway's series and dead letters) and runtime figures.",
+            ),
+            "/api/v1/gateways": _get(
+                "Gateways",
+                {"200": _json(_ref("Gateways"), "Gateways"), **_QUERY_ERRORS},
+                description="Every gateway the store holds data of, with when it last"
+                " forwarded and how far behind it was then (central store); `stale` when it"
+                " has not forwarded for api.stale_after_s.",
             ),
             "/api/v1/sensors": _get(
                 "Sensors",
@@ -359,6 +445,7 @@ def document() -> dict[str, Any]:
                 [
                     _SENSOR,
                     _METRIC,
+                    _GATEWAY,
                     _param(
                         "match",
                         "Case-insensitive substring of the sensor id or the metric.",
@@ -385,8 +472,8 @@ def document() -> dict[str, Any]:
                         },
                     },
                 ],
-                description="Sensors with their metrics' last value and when they were last"
-                " seen (`stale` when older than api.stale_after_s), a page of `limit` series"
+                description="Sensors (of every gateway) with their metrics' last value and when"
+                " they were last seen (`stale` when older than api.stale_after_s), a page of `limit` series"
                 " at a time in sensor and metric order; a sensor with more metrics than"
                 " fit on a page continues on the next.",
             ),
@@ -405,6 +492,7 @@ def document() -> dict[str, Any]:
                 [
                     _SENSOR,
                     _METRIC,
+                    _GATEWAY,
                     _FROM,
                     _TO_OPEN,
                     {
@@ -444,6 +532,7 @@ def document() -> dict[str, Any]:
                 [
                     _SENSOR,
                     _METRIC,
+                    _GATEWAY,
                     _FROM,
                     _TO_NOW,
                     {

@@ -119,6 +119,11 @@ def aggregates(values: Sequence[str]) -> list[str]:
     return list(request.aggregates(values, "agg"))
 
 
+def gateway(params: Mapping[str, str]) -> str | None:
+    """``gateway``: one gateway's data only (:func:`gateway.request.gateway_filter`)."""
+    return request.gateway_filter(text(params, "gateway"), "gateway")
+
+
 def tier(params: Mapping[str, str]) -> str:
     """``tier`` (default ``auto``)."""
     return request.tier(params.get("tier", "auto"))

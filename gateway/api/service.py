@@ -25,7 +25,7 @@ from gateway.api.app import build_app
 from gateway.api.bind import bind_socket, is_loopback_host
 from gateway.api.connections import ConnectionTable
 from gateway.api.state import ApiState, GatewayView
-from gateway.config import ApiConfig, Settings, check_token_length
+from gateway.config import ApiConfig, Settings, check_token_length, local_gateway_id
 from gateway.errors import ConfigError
 from gateway.storage.backends import read_store
 
@@ -140,7 +140,10 @@ async def run_api(
     """Serve on ``sock`` until cancelled."""
     config = settings.api
     store = read_store(
-        settings.storage, threads=config.query_threads, timeout_s=config.query_timeout_s
+        settings.storage,
+        threads=config.query_threads,
+        timeout_s=config.query_timeout_s,
+        gateway_id=local_gateway_id(settings),
     )
     table: ConnectionTable[Any] = ConnectionTable(
         config.max_connections, config.max_connections_per_client

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway import request
-from gateway.cli.common import add_db_argument, open_reader
+from gateway.cli.common import add_read_arguments, gateway_of, open_reader
 from gateway.cli.output import FORMATS, write_rows
 from gateway.request import AGGREGATES, DEFAULT_MAX_BUCKETS, TIERS, AggregateQuery, Limit
 from gateway.validation import format_ms
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         " by the coarsest tier that can (1h, 1m rollups, else raw readings); the tier"
         " column says which.",
     )
-    add_db_argument(parser)
+    add_read_arguments(parser)
     parser.add_argument("--sensor", "-s", help="sensor id")
     parser.add_argument("--metric", "-m", help="metric name")
     parser.add_argument(
@@ -56,6 +56,7 @@ def handle(args: argparse.Namespace) -> int:
     query = AggregateQuery(
         sensor=args.sensor,
         metric=args.metric,
+        gateway=gateway_of(args),
         since_ms=request.time_ms(args.since, "--since"),
         until_ms=request.time_ms(args.until, "--until"),
         bucket_ms=request.bucket_ms(args.bucket, "--bucket"),
@@ -63,12 +64,13 @@ def handle(args: argparse.Namespace) -> int:
         tier=args.tier,
         max_buckets=Limit(args.max_buckets, "--max-buckets"),
     )
-    columns = ("sensor_id", "metric", "start", *aggs, "tier")
+    columns = ("sensor_id", "metric", "start", *aggs, "tier", "gateway")
     with open_reader(args) as (reader, _path):
 
         def rows() -> Iterator[dict[str, Any]]:
             for bucket in reader.rows(reader.store.stream_aggregate(query)):
                 yield {
+                    "gateway": bucket.gateway_id,
                     "sensor_id": bucket.sensor_id,
                     "metric": bucket.metric,
                     "start": format_ms(bucket.start_ms),

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.config import Settings, StorageConfig, load_settings
+from gateway import request
+from gateway.config import Settings, StorageConfig, load_settings, local_gateway_id
 from gateway.errors import StorageError
-from gateway.storage.backends import read_store
+from gateway.storage.backends import central_read_store, read_store
 from gateway.storage.base import ReadStore
 
 T = TypeVar("T")
@@ -35,6 +36,35 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", type=Path, default=None, help="database file (overrides storage.path)"
     )
+
+
+def add_read_arguments(parser: argparse.ArgumentParser, gateway: bool = True) -> None:
+    """Where a read command reads: ``--db PATH`` (a gateway's file), ``--store URL`` (the
+    central PostgreSQL), else the config's ``storage.path``; and ``--gateway``."""
+    add_config_argument(parser)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", type=Path, default=None, help="database file (overrides storage.path)"
+    )
+    where.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="the central store instead: postgresql://user@host:port/db (password from"
+        " PGPASSWORD or ~/.pgpass; a read-only role is enough)",
+    )
+    if gateway:
+        parser.add_argument(
+            "--gateway",
+            "-g",
+            default=None,
+            help="only this gateway's data (a gateway's own file holds only its own)",
+        )
+
+
+def gateway_of(args: argparse.Namespace) -> str | None:
+    """The checked ``--gateway`` filter (None: every gateway)."""
+    return request.gateway_filter(getattr(args, "gateway", None), "--gateway")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -95,19 +125,35 @@ class Reader:
 
 
 @contextlib.contextmanager
-def open_reader(args: argparse.Namespace) -> Iterator[tuple[Reader, Path]]:
-    """The read side of the database the command should read (``--db`` or the
-    config's ``storage.path``), and that path."""
+def open_reader(args: argparse.Namespace) -> Iterator[tuple[Reader, str]]:
+    """The read side the command should read — ``--store`` (the central store),
+    ``--db`` or the config's ``storage.path`` — and what to call it (the path, or the
+    URL without its password).
+
+    A gateway's file labels its rows with the local gateway id
+    (:func:`gateway.config.local_gateway_id` of ``--config``; with ``--db`` and no
+    ``--config``, this host's name)."""
+    url = getattr(args, "store", None)
+    if url:
+        store, shown = central_read_store(url)
+        reader = Reader(store)
+        try:
+            yield reader, shown
+        finally:
+            reader.close()
+        return
     if getattr(args, "db", None) is not None:
         path, config = Path(args.db), StorageConfig()
+        settings = settings_from(args) if getattr(args, "config", None) else None
     else:
-        config = settings_from(args).storage
+        settings = settings_from(args)
+        config = settings.storage
         path = config.path
     if not path.exists():
         raise StorageError(f"database not found: {path}")
-    reader = Reader(read_store(config, path=path))
+    reader = Reader(read_store(config, path=path, gateway_id=local_gateway_id(settings)))
     try:
-        yield reader, path
+        yield reader, str(path)
     finally:
         reader.close()
 

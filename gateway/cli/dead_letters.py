@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway import request
-from gateway.cli.common import add_db_argument, db_path, open_reader, settings_from
+from gateway.cli.common import (
+    add_db_argument,
+    add_read_arguments,
+    db_path,
+    gateway_of,
+    open_reader,
+    settings_from,
+)
 from gateway.cli.output import FORMATS, write_rows
 from gateway.errors import QueryError
 from gateway.router import Router
@@ -28,7 +35,7 @@ from gateway.storage.sqlite.deadletters import purge_dead_letters, replay_dead_l
 from gateway.validation import format_ms
 
 GROUP_COLUMNS = ("count", "first", "last", "reason")
-ROW_COLUMNS = ("id", "received", "subscription", "topic", "size", "reason")
+ROW_COLUMNS = ("id", "received", "subscription", "topic", "size", "reason", "gateway")
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +46,7 @@ def register(subparsers: Any) -> None:
     actions.required = True
 
     listing = actions.add_parser("list", help="reasons with counts (--all: every dead letter)")
-    add_db_argument(listing)
+    add_read_arguments(listing)
     listing.add_argument("--all", "-a", action="store_true", help="one line per dead letter")
     listing.add_argument("--reason", "-r", help="only reasons containing this text")
     listing.add_argument("--since", help="only received since (ISO 8601, epoch s, or 2h ago)")
@@ -48,7 +55,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=handle_list)
 
     show = actions.add_parser("show", help="one dead letter with its payload")
-    add_db_argument(show)
+    add_read_arguments(show, gateway=False)
     show.add_argument("id", type=int)
     show.add_argument("--hex", action="store_true", help="always show the payload as hex")
     show.set_defaults(handler=handle_show)
@@ -95,12 +102,14 @@ def handle_list(args: argparse.Namespace) -> int:
     selection = Selection(
         reason=args.reason,
         since_ms=request.time_ms(args.since, "--since") if args.since else None,
+        gateway=gateway_of(args),
     )
     with open_reader(args) as (reader, _path):
         if args.all:
             rows: Iterator[dict[str, Any]] = (
                 {
                     "id": d.id,
+                    "gateway": d.gateway_id,
                     "received": format_ms(d.received_at_ms),
                     "subscription": d.subscription,
                     "topic": d.topic,
@@ -136,6 +145,7 @@ def handle_show(args: argparse.Namespace) -> int:
         dead = reader(reader.store.dead_letter(args.id))
     out = sys.stdout
     out.write(f"id            {dead.id}\n")
+    out.write(f"gateway       {dead.gateway_id or '-'}\n")
     out.write(f"received      {format_ms(dead.received_at_ms)}\n")
     out.write(f"subscription  {dead.subscription or '-'}\n")
     out.write(f"topic         {dead.topic}\n")

@@ -8,17 +8,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway import request
-from gateway.cli.common import Reader, add_db_argument, open_reader
+from gateway.cli.common import Reader, add_read_arguments, gateway_of, open_reader
 from gateway.cli.output import FORMATS, write_rows
 from gateway.request import ReadingsQuery
 from gateway.validation import format_ms
 
-COLUMNS = ("sensor_id", "metric", "ts", "value", "unit")
+COLUMNS = ("sensor_id", "metric", "ts", "value", "unit", "gateway")
+"""``gateway`` last: the columns before it kept their places when it was added."""
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("query", help="print stored readings")
-    add_db_argument(parser)
+    add_read_arguments(parser)
     parser.add_argument("--sensor", "-s", help="sensor id")
     parser.add_argument("--metric", "-m", help="metric name")
     parser.add_argument("--since", help="start: ISO 8601, epoch seconds, or a duration ago like 2h")
@@ -44,6 +45,7 @@ def build_query(args: argparse.Namespace) -> ReadingsQuery:
     return ReadingsQuery(
         sensor=args.sensor,
         metric=args.metric,
+        gateway=gateway_of(args),
         since_ms=request.time_ms(args.since, "--since") if args.since else None,
         until_ms=request.time_ms(args.until, "--until") if args.until else None,
         limit=limit + 1 if limit else 0,  # one more tells whether there are more
@@ -64,6 +66,7 @@ def rows(
                 truncation.truncated = True
             return
         yield {
+            "gateway": row.gateway_id,
             "sensor_id": row.sensor_id,
             "metric": row.metric,
             "ts": format_ms(row.ts_ms),

@@ -8,16 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import add_db_argument, open_reader
+from gateway.cli.common import add_read_arguments, gateway_of, open_reader
 from gateway.status import read_status, status_path
 from gateway.validation import format_ms
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("stats", help="database totals and size")
-    add_db_argument(parser)
+    add_read_arguments(parser)
     parser.add_argument("--format", "-f", choices=("table", "json"), default="table")
     parser.set_defaults(handler=handle)
 
@@ -32,16 +33,23 @@ def _size(n: int) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
+    gateway = gateway_of(args)
     with open_reader(args) as (reader, path):
-        totals = reader(reader.store.stats())
-        details = reader(reader.store.details())
-    live = read_status(status_path(path))
+        totals = reader(reader.store.stats(gateway))
+        details = reader(reader.store.details(gateway))
+    # A gateway keeps its status file next to its own database (not for --store).
+    live = None if getattr(args, "store", None) else read_status(status_path(Path(path)))
     if args.format == "json":
-        print(json.dumps({**asdict(totals), "storage": details.data, "live": live}))
+        print(
+            json.dumps(
+                {**asdict(totals), "gateway": gateway, "storage": details.data, "live": live}
+            )
+        )
         return 0
     per_reading = (totals.database_bytes / totals.readings) if totals.readings else 0.0
     lines = [
-        ("database", str(path)),
+        ("database", path),
+        *([("gateway", gateway)] if gateway is not None else []),
         ("readings", f"{totals.readings:,}"),
         ("series", f"{totals.series:,} ({totals.sensors:,} sensors)"),
         ("dead letters", f"{totals.dead_letters:,}"),

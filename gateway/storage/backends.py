@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import StorageConfig
+from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.receive_time import ReceiveClock
 from gateway.series_gate import SeriesGate
@@ -35,7 +36,17 @@ def read_store(
     path: Path | None = None,
     threads: int = 2,
     timeout_s: float | None = None,
+    gateway_id: str = "",
 ) -> ReadStore:
     """A read side for ``config`` (``path`` overrides ``storage.path``): ``threads``
-    worker threads, each query stopped after ``timeout_s`` (``None``: never)."""
-    return SqliteReader(path if path is not None else config.path, threads, timeout_s)
+    worker threads, each query stopped after ``timeout_s`` (``None``: never); its rows
+    carry ``gateway_id`` (the local gateway's, :func:`gateway.config.local_gateway_id`)."""
+    return SqliteReader(
+        path if path is not None else config.path, threads, timeout_s, gateway_id=gateway_id
+    )
+
+
+def central_read_store(url: str) -> tuple[ReadStore, str]:
+    """A read side over the central PostgreSQL at ``url`` (password from ``PGPASSWORD``
+    or ``~/.pgpass``), and ``url`` as it may be shown (without a password)."""
+    raise ConfigError("--store", "the central store needs the PostgreSQL backend")

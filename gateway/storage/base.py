@@ -81,6 +81,8 @@ class ReadingRow:
     unit: str | None
     tags: dict[str, str] = field(default_factory=dict)
     series_id: int = 0
+    gateway_id: str = ""
+    """The gateway the reading came from (a local store: its own id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class SeriesInfo:
     first_ts_ms: int | None
     last_ts_ms: int | None
     last_value: float | None
+    gateway_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class Latest:
     tags: dict[str, str]
     last_ts_ms: int | None
     last_value: float | None
+    gateway_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,7 @@ class Bucket:
     values: dict[str, float | int | None]
     tier: str = "raw"
     """Which data answered this bucket: ``raw``, ``1m`` or ``1h``."""
+    gateway_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,34 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What an edge gateway last reported with a forwarded batch (the central store's
+    forward position of that gateway)."""
+
+    forwarded: int
+    """Readings the centre committed from it, in total."""
+    backlog: int
+    """Readings it still held unforwarded when it sent its last batch."""
+    oldest_pending_ms: int | None
+    """Receive time of its oldest unforwarded reading then (None: none pending)."""
+    last_forward_ms: int
+    """When its last batch was committed centrally."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    """One gateway whose readings the store holds: a local store knows only itself; the
+    central store every edge that forwards into it and every direct-mode group."""
+
+    gateway_id: str
+    series: int
+    sensors: int
+    forwarding: Forwarding | None = None
+    """None when the gateway does not forward into this store (the local store itself,
+    a direct-mode group)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StorageDetails:
     """Backend-specific state for ``tidegate stats``: plain data for JSON, and the
     same as ``(label, text)`` lines for people."""
@@ -168,6 +201,7 @@ class DeadLetterRow:
     payload: bytes
     payload_size: int
     reason: str
+    gateway_id: str = ""
 
     @property
     def truncated(self) -> bool:
@@ -191,7 +225,8 @@ class Selection:
 
     ``reason`` matches as a case-insensitive substring, ``payload_contains`` as a byte
     substring; ``since_ms``/``before_ms`` bound the receive time. ``everything``
-    selects all rows (with no other condition).
+    selects all rows (with no other condition). ``gateway`` narrows any selection to
+    one gateway's dead letters (it selects nothing by itself).
     """
 
     ids: tuple[int, ...] = ()
@@ -200,6 +235,7 @@ class Selection:
     before_ms: int | None = None
     payload_contains: bytes | None = None
     everything: bool = False
+    gateway: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -219,7 +255,12 @@ class Selection:
 
 class Reads(Protocol):
     """The queries. Lists are bounded by the request; streams yield chunks of rows and
-    hold the store's resources until exhausted or closed (``aclose``)."""
+    hold the store's resources until exhausted or closed (``aclose``).
+
+    The gateway is one more dimension: every row says which gateway it came from
+    (``gateway_id``), and every query takes a ``gateway`` filter (in the request, the
+    selection, or as a keyword). A local store holds one gateway, its own; a filter
+    naming another matches nothing."""
 
     async def series(
         self,
@@ -229,10 +270,12 @@ class Reads(Protocol):
         counts: bool = True,
         after: SeriesCursor | None = None,
         limit: int = 0,
+        gateway: str | None = None,
     ) -> list[SeriesInfo]:
         """Matching series with first/last reading (and its row count unless ``counts``
         is false: counting reads every row), ordered by sensor, metric, id: those after
-        ``after``, at most ``limit`` (0: all — page through a large store instead)."""
+        ``after``, at most ``limit`` (0: all — page through a large store instead); of
+        one gateway with ``gateway``."""
 
     async def latest(
         self,
@@ -242,10 +285,11 @@ class Reads(Protocol):
         match: str | None = None,
         after: SeriesCursor | None = None,
         limit: int = 0,
+        gateway: str | None = None,
     ) -> list[Latest]:
         """The newest reading of matching series, ordered by sensor, metric, id: those
         after ``after``, at most ``limit`` (0: all). ``match``: a case-insensitive
-        substring of the sensor id or the metric."""
+        substring of the sensor id or the metric; ``gateway``: one gateway's series."""
 
     async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
         """One page: at most ``query.limit`` rows (ask one more to know whether a next
@@ -267,11 +311,16 @@ class Reads(Protocol):
     async def overview(self) -> Overview:
         """Sizes, series and time bounds, without counting rows."""
 
-    async def stats(self) -> Stats:
-        """Totals (counts every row: slow on big stores)."""
+    async def stats(self, gateway: str | None = None) -> Stats:
+        """Totals, of one gateway's series and dead letters with ``gateway`` (counts
+        every row: slow on big stores; sizes are the whole store's)."""
 
-    async def details(self) -> StorageDetails:
-        """Backend-specific state (tiers, vacuum, wear, …) for ``tidegate stats``."""
+    async def gateways(self) -> list[GatewayInfo]:
+        """Every gateway the store holds readings or a forward position of, by id."""
+
+    async def details(self, gateway: str | None = None) -> StorageDetails:
+        """Backend-specific state (tiers, vacuum, wear, …) for ``tidegate stats``; the
+        central store's forwarding figures of one gateway with ``gateway``."""
 
     async def dead_letter_groups(self, selection: Selection = Selection()) -> list[ReasonGroup]:
         """Selected dead letters grouped by reason, most frequent first."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from gateway.errors import QueryError, StorageError
@@ -17,6 +17,7 @@ from gateway.request import AggregateQuery, ReadingsQuery, SeriesCursor
 from gateway.storage.base import (
     Bucket,
     DeadLetterRow,
+    GatewayInfo,
     Latest,
     Overview,
     ReadingRow,
@@ -63,12 +64,18 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 class _MemoryReads:
-    """The read queries over one state (the live one, or a snapshot's copy)."""
+    """The read queries over one state (the live one, or a snapshot's copy), as the
+    local store of gateway ``gateway_id``."""
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, gateway_id: str) -> None:
         self._state = state
+        self.gateway_id = gateway_id
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _other(self, gateway: str | None) -> bool:
+        """True when ``gateway`` names another gateway than this store's own."""
+        return gateway is not None and gateway != self.gateway_id
 
     def _find(
         self,
@@ -77,7 +84,10 @@ class _MemoryReads:
         match: str | None = None,
         after: SeriesCursor | None = None,
         limit: int = 0,
+        gateway: str | None = None,
     ) -> list[_Series]:
+        if self._other(gateway):
+            return []
         needle = match.lower() if match else None
         found = sorted(
             (
@@ -95,7 +105,7 @@ class _MemoryReads:
     def _rows(self, query: ReadingsQuery) -> Iterator[ReadingRow]:
         rows = [
             (ts, s.id, value, s)
-            for s in self._find(query.sensor, query.metric)
+            for s in self._find(query.sensor, query.metric, gateway=query.gateway)
             for ts, value in s.values.items()
             if (query.since_ms is None or ts >= query.since_ms)
             and (query.until_ms is None or ts < query.until_ms)
@@ -108,7 +118,9 @@ class _MemoryReads:
                 (ts, sid) >= after if query.descending else (ts, sid) <= after
             ):
                 continue
-            yield ReadingRow(s.sensor_id, s.metric, ts, value, s.unit, dict(s.tags), sid)
+            yield ReadingRow(
+                s.sensor_id, s.metric, ts, value, s.unit, dict(s.tags), sid, self.gateway_id
+            )
             count += 1
             if query.limit and count >= query.limit:
                 return
@@ -116,7 +128,7 @@ class _MemoryReads:
     def _buckets(self, query: AggregateQuery) -> Iterator[Bucket]:
         count = 0
         size = query.bucket_ms
-        for s in self._find(query.sensor, query.metric):
+        for s in self._find(query.sensor, query.metric, gateway=query.gateway):
             groups: dict[int, list[tuple[int, float]]] = {}
             for ts, value in sorted(s.values.items()):
                 if query.since_ms <= ts < query.until_ms:
@@ -134,13 +146,20 @@ class _MemoryReads:
                     "last": points[-1][1],
                 }
                 yield Bucket(
-                    s.sensor_id, s.metric, b * size, {a: every[a] for a in query.aggregates}
+                    s.sensor_id,
+                    s.metric,
+                    b * size,
+                    {a: every[a] for a in query.aggregates},
+                    gateway_id=self.gateway_id,
                 )
                 count += 1
                 if query.limit and count >= query.limit:
                     return
 
     def _selected(self, selection: Selection) -> list[DeadLetterRow]:
+        if self._other(selection.gateway):
+            return []
+
         def wanted(d: DeadLetterRow) -> bool:
             return (
                 (not selection.ids or d.id in selection.ids)
@@ -166,9 +185,10 @@ class _MemoryReads:
         counts: bool = True,
         after: SeriesCursor | None = None,
         limit: int = 0,
+        gateway: str | None = None,
     ) -> list[SeriesInfo]:
         out = []
-        for s in self._find(sensor, metric, after=after, limit=limit):
+        for s in self._find(sensor, metric, after=after, limit=limit, gateway=gateway):
             first = min(s.values) if s.values else None
             last = max(s.values) if s.values else None
             out.append(
@@ -182,6 +202,7 @@ class _MemoryReads:
                     first,
                     last,
                     s.values[last] if last is not None else None,
+                    self.gateway_id,
                 )
             )
         return out
@@ -194,12 +215,17 @@ class _MemoryReads:
         match: str | None = None,
         after: SeriesCursor | None = None,
         limit: int = 0,
+        gateway: str | None = None,
     ) -> list[Latest]:
         out = []
-        for s in self._find(sensor, metric, match, after, limit):
+        for s in self._find(sensor, metric, match, after, limit, gateway):
             last = max(s.values) if s.values else None
             value = s.values[last] if last is not None else None
-            out.append(Latest(s.id, s.sensor_id, s.metric, s.unit, dict(s.tags), last, value))
+            out.append(
+                Latest(
+                    s.id, s.sensor_id, s.metric, s.unit, dict(s.tags), last, value, self.gateway_id
+                )
+            )
         return out
 
     async def readings(self, query: ReadingsQuery) -> list[ReadingRow]:
@@ -224,7 +250,9 @@ class _MemoryReads:
         oldest, newest = self._bounds()
         return Overview(len(self._state.series), 0, 0, oldest, newest)
 
-    async def stats(self) -> Stats:
+    async def stats(self, gateway: str | None = None) -> Stats:
+        if self._other(gateway):
+            return Stats(0, 0, 0, 0, 0, 0, None, None)
         oldest, newest = self._bounds()
         state = self._state
         return Stats(
@@ -238,7 +266,12 @@ class _MemoryReads:
             newest,
         )
 
-    async def details(self) -> StorageDetails:
+    async def gateways(self) -> list[GatewayInfo]:
+        series = self._state.series.values()
+        sensors = len({s.sensor_id for s in series})
+        return [GatewayInfo(self.gateway_id, len(series), sensors)]
+
+    async def details(self, gateway: str | None = None) -> StorageDetails:
         return StorageDetails({"backend": "memory"}, [("backend", "memory")])
 
     async def dead_letter_groups(self, selection: Selection = Selection()) -> list[ReasonGroup]:
@@ -252,7 +285,10 @@ class _MemoryReads:
     async def stream_dead_letters(
         self, selection: Selection = Selection(), limit: int = 100, chunk: int = 200
     ) -> AsyncIterator[list[DeadLetterRow]]:
-        rows = sorted(self._selected(selection), key=lambda d: -d.id)
+        rows = [
+            replace(d, gateway_id=self.gateway_id)
+            for d in sorted(self._selected(selection), key=lambda d: -d.id)
+        ]
         if limit > 0:
             rows = rows[:limit]
         for part in _chunks(rows, chunk):
@@ -261,17 +297,18 @@ class _MemoryReads:
     async def dead_letter(self, ident: int) -> DeadLetterRow:
         for d in self._state.dead:
             if d.id == ident:
-                return d
+                return replace(d, gateway_id=self.gateway_id)
         raise QueryError(f"no dead letter with id {ident}")
 
 
 class MemoryStore(_MemoryReads):
     """Both sides in memory. ``stored`` maps ``(series_key, ts_ms)`` to what was
     stored and ``dead_letters`` lists what was written, for tests to inspect;
-    ``fail_next`` makes the next ``write_batch`` calls raise, to exercise retries."""
+    ``fail_next`` makes the next ``write_batch`` calls raise, to exercise retries.
+    ``gateway_id`` is the id its rows carry (the local gateway's)."""
 
-    def __init__(self, dead_letter_max_payload: int = 64 * 1024) -> None:
-        super().__init__(_State())
+    def __init__(self, dead_letter_max_payload: int = 64 * 1024, gateway_id: str = "local") -> None:
+        super().__init__(_State(), gateway_id)
         self.dead_letter_max_payload = dead_letter_max_payload
         self.stored: dict[tuple[object, int], Reading] = {}
         self.dead_letters: list[DeadLetter] = []
@@ -337,7 +374,7 @@ class MemoryStore(_MemoryReads):
 
     @asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[Reads]:
-        yield _MemoryReads(copy.deepcopy(self._state))
+        yield _MemoryReads(copy.deepcopy(self._state), self.gateway_id)
 
     async def close(self) -> None:
         self.closed = True

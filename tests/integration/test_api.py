@@ -297,7 +297,7 @@ def test_csv_export_streams_every_row(api: Api) -> None:
         assert "content-length" not in response.headers  # streamed, not buffered
         text = "".join(response.iter_text())
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags"]
+    assert rows[0] == ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags", "gateway"]
     assert len(rows) - 1 == len(SENSORS) * PER_SERIES
     assert {r[3] for r in rows[1:]} == {"temperature"}
     assert {r[5] for r in rows[1:]} == {"°C"}
@@ -313,7 +313,9 @@ def test_csv_export_streams_every_row(api: Api) -> None:
         params={"sensor": "alpha", "agg": "min,max", "format": "csv", "bucket": "1h"},
     )
     header, *lines = list(csv.reader(io.StringIO(agg.text)))
-    assert header == ["start", "start_ms", "sensor_id", "metric", "min", "max"]
+    assert header == [
+        "start", "start_ms", "sensor_id", "metric", "min", "max", "tier", "gateway"
+    ]  # fmt: skip
     assert lines and {line[2] for line in lines} == {"alpha"}
 
 
@@ -392,6 +394,7 @@ OPERATIONS = [
     "/metrics",
     "/api/v1/live",
     "/api/v1/stats",
+    "/api/v1/gateways",
     "/api/v1/sensors",
     "/api/v1/readings",
     "/api/v1/readings/aggregate",

@@ -233,7 +233,7 @@ async def test_read_commands(broker: Broker, tmp_path: Path, running_factory) ->
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 25
-    assert set(rows[0]) == {"sensor_id", "metric", "ts", "value", "unit"}
+    assert set(rows[0]) == {"gateway", "sensor_id", "metric", "ts", "value", "unit"}
     assert rows[0]["ts"].endswith("Z") and rows[0]["unit"] == "°C"
     assert [r["value"] for r in rows] == [float(i) for i in range(1, 50, 2)]
 

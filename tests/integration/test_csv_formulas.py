@@ -76,7 +76,7 @@ def test_api_readings_csv_escapes_formulas(stored: tuple[str, Path, GatewayProce
         f"{url}/api/v1/readings", params={"from": "1h", "format": "csv"}, timeout=10
     ).text
     header, *data = rows_of(body)
-    assert header == ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags"]
+    assert header == ["ts", "ts_ms", "sensor_id", "metric", "value", "unit", "tags", "gateway"]
     assert [row[2:6] for row in data] == [
         ["'" + EVIL_SENSOR, "'" + EVIL_METRIC, value, "'" + EVIL_UNIT]
         for value in ("-1.5", "-2.5", "-3.5")

@@ -249,11 +249,15 @@ def test_an_aggregate_export_is_the_json_answer_series_by_series(loaded: Loaded)
             s["metric"],
             str(b["count"]),
             str(float(b["max"])),
+            b["tier"],
+            s["gateway"],
         ]
         for s in as_json["series"]
         for b in s["buckets"]
     ]
     header, *rows = list(csv.reader(io.StringIO(as_csv)))
-    assert header == ["start", "start_ms", "sensor_id", "metric", "count", "max"]
+    assert header == [
+        "start", "start_ms", "sensor_id", "metric", "count", "max", "tier", "gateway"
+    ]  # fmt: skip
     assert len({r[2] for r in rows}) == SENSORS
     assert rows == expected

@@ -149,13 +149,17 @@ class HotSnapshot:
 
 
 def readings(
-    conn: sqlite3.Connection, query: ReadingsQuery, hot: HotSnapshot | None = None
+    conn: sqlite3.Connection,
+    query: ReadingsQuery,
+    hot: HotSnapshot | None = None,
+    gateway_id: str = "",
 ) -> Iterator[ReadingRow]:
     """Readings ordered by ``(ts, series_id)`` within ``[since, until)`` (see
     :class:`~gateway.request.ReadingsQuery`); ``limit`` 0 means all rows (streamed).
 
     With ``hot`` (the hot table of the same snapshot), only the per-series table is
-    read with SQL and the hot rows come from ``hot``, merged in order."""
+    read with SQL and the hot rows come from ``hot``, merged in order. Rows carry
+    ``gateway_id`` (the local gateway's)."""
     split = hot is not None and has_hot_table(conn)
     filtered = query.sensor is not None or query.metric is not None
     series_where, series_params = _series_filter(query.sensor, query.metric, "")
@@ -209,7 +213,9 @@ def readings(
         names.resolve(row[1] for row in chunk)
         for ts_ms, series_id, value in chunk:
             _sid, sensor_id, metric_name, unit, tags = names.known[series_id]
-            yield ReadingRow(sensor_id, metric_name, ts_ms, value, unit, tags, series_id)
+            yield ReadingRow(
+                sensor_id, metric_name, ts_ms, value, unit, tags, series_id, gateway_id
+            )
 
 
 def _batched(
@@ -231,6 +237,7 @@ def series(
     *,
     after: SeriesCursor | None = None,
     limit: int = 0,
+    gateway_id: str = "",
 ) -> Iterator[SeriesInfo]:
     """Every matching series with count, first/last timestamp and last value, in
     ``(sensor_id, metric, id)`` order after ``after``, at most ``limit`` (0: all).
@@ -281,6 +288,7 @@ def series(
             first[0] if first else None,
             last[0] if last else None,
             last[1] if last else None,
+            gateway_id,
         )
 
 
@@ -343,7 +351,9 @@ def overview(conn: sqlite3.Connection, path: Path) -> Overview:
     return Overview(series_count, database_bytes, wal_bytes, oldest, newest)
 
 
-def aggregate(conn: sqlite3.Connection, query: AggregateQuery) -> Iterator[Bucket]:
+def aggregate(
+    conn: sqlite3.Connection, query: AggregateQuery, gateway_id: str = ""
+) -> Iterator[Bucket]:
     """Per-series time buckets ``[start, start + bucket)`` with the chosen aggregates.
 
     Each bucket comes from the coarsest rollup tier that answers it exactly, else from
@@ -358,7 +368,9 @@ def aggregate(conn: sqlite3.Connection, query: AggregateQuery) -> Iterator[Bucke
         for start, tier, values in tiers.aggregate_series(
             conn, series_id, segments, query.bucket_ms
         ):
-            yield Bucket(sensor_id, metric_name, start, {a: values[a] for a in aggs}, tier)
+            yield Bucket(
+                sensor_id, metric_name, start, {a: values[a] for a in aggs}, tier, gateway_id
+            )
 
 
 def latest(
@@ -369,6 +381,7 @@ def latest(
     match: str | None = None,
     after: SeriesCursor | None = None,
     limit: int = 0,
+    gateway_id: str = "",
 ) -> list[Latest]:
     """The newest reading of every matching series, in ``(sensor_id, metric, id)``
     order after ``after``, at most ``limit`` (0: all): an index seek per series in the
@@ -393,7 +406,9 @@ def latest(
         newest_hot = hot.get(r[0])
         if newest_hot is not None and (ts is None or newest_hot[0] > ts):
             ts, value = newest_hot  # usually; a late reading can be hot and older
-        out.append(Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), ts, value))
+        out.append(
+            Latest(r[0], r[1], r[2], r[3] or None, tags_from_text(r[4]), ts, value, gateway_id)
+        )
     return out
 
 

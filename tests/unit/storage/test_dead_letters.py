@@ -153,7 +153,15 @@ def test_list_all_and_filters(config: Path, capsys: Any) -> None:
     )
     listed = json.loads(out)
     assert code == 0 and len(listed) == 3
-    assert set(listed[0]) == {"id", "received", "subscription", "topic", "size", "reason"}
+    assert set(listed[0]) == {
+        "id",
+        "gateway",
+        "received",
+        "subscription",
+        "topic",
+        "size",
+        "reason",
+    }
     assert listed[1]["topic"] == "sensors/s7/temp" and listed[1]["size"] == 100
     code, out, _ = cli(
         capsys,
