@@ -432,13 +432,6 @@ def document() -> dict[str, Any]:
                 description="Database totals (cached for 10 s; with `gateway`, of that"
                 " gateway's series and dead letters) and runtime figures.",
             ),
-            "/api/v1/gateways": _get(
-                "Gateways",
-                {"200": _json(_ref("Gateways"), "Gateways"), **_QUERY_ERRORS},
-                description="Every gateway the store holds data of, with when it last"
-                " forwarded and how far behind it was then (central store); `stale` when it"
-                " has not forwarded for api.stale_after_s.",
-            ),
             "/api/v1/sensors": _get(
                 "Sensors",
                 {"200": _json(_ref("Sensors"), "Sensors with last values"), **_QUERY_ERRORS},
@@ -565,6 +558,13 @@ def document() -> dict[str, Any]:
                     _FORMAT,
                 ],
                 description="Buckets aligned to the epoch (hourly buckets start on the hour, UTC).",
+            ),
+            "/api/v1/gateways": _get(
+                "Gateways",
+                {"200": _json(_ref("Gateways"), "Gateways"), **_QUERY_ERRORS},
+                description="Every gateway the store holds data of, with when it last"
+                " forwarded and how far behind it was then (central store); `stale` when it"
+                " has not forwarded for api.stale_after_s.",
             ),
         },
         "components": {

@@ -1,6 +1,9 @@
 // tidegate dashboard: plain JS, no dependencies, no build step. Everything it shows
-// comes from the gateway's own API (/api/v1/live, /api/v1/sensors, /api/v1/stats,
-// /api/v1/readings/aggregate), with the bearer token from localStorage when one is set.
+// comes from the API it is served by (/api/v1/live, /api/v1/sensors, /api/v1/gateways,
+// /api/v1/stats, /api/v1/readings/aggregate), with the bearer token from localStorage
+// when one is set. Two modes, told by /api/v1/live: a gateway's own dashboard, and the
+// hub (`tidegate serve` over the central store: no broker, no queue; the fleet grouped
+// by gateway, with when each last forwarded and how far behind it is).
 "use strict";
 
 (() => {
@@ -14,6 +17,9 @@
   // the first page, plus one more for each "Show more sensors"; the filter box asks the
   // gateway, so it finds sensors beyond the pages shown.
   const FLEET_PAGE = 500;
+  // The hub: a fleet of more sensors than this starts with one line per gateway, and
+  // loads a gateway's sensors (a page at a time) when its group is opened.
+  const COLLAPSE_OVER = 200;
   const RANGES = {
     "15m": { ms: 15 * 60e3, bucket: "15s", refresh: 10e3 },
     "1h": { ms: 3600e3, bucket: "1m", refresh: 15e3 },
@@ -32,6 +38,14 @@
     fleetMore: false,
     fleetSeq: 0,
     sensorTotal: null,
+    mode: null, // "gateway" or "hub", from /api/v1/live
+    gateways: [], // from /api/v1/gateways
+    staleAfterS: 300,
+    expanded: null, // hub: Set of gateway ids whose sensors show (null: decided at first load)
+    groupPages: new Map(), // hub: gateway id -> pages of its sensors to load
+    groupMore: new Map(), // hub: gateway id -> whether it has more sensors than loaded
+    sensorsBy: new Map(), // hub: gateway id -> its loaded sensors
+    forwarded: [], // hub: [{t, total}] samples of the fleet's forwarded count (fleet rate)
     charts: new Map(), // key -> {card, svg, last}
     chartLimit: CHART_PAGE,
     rateHistory: [],
@@ -163,14 +177,33 @@
     svg.append(svgEl("path", { class: "line", d: line }));
   }
 
-  const refreshLive = guarded(async () => {
-    const live = await api("/api/v1/live");
-    const rate = live.ingest_rate.readings_per_s;
-    $("k-rate").textContent = fmtNumber(rate);
-    $("k-msgrate").textContent = fmtNumber(live.ingest_rate.messages_per_s);
+  function setMode(mode) {
+    if (state.mode === mode) return;
+    state.mode = mode;
+    document.body.classList.toggle("hub", mode === "hub");
+    document.title = mode === "hub" ? "tidegate fleet" : "tidegate";
+  }
+
+  function pushRate(rate) {
     state.rateHistory.push(rate);
     if (state.rateHistory.length > 60) state.rateHistory.shift();
     drawSpark(state.rateHistory);
+  }
+
+  const refreshLive = guarded(async () => {
+    const live = await api("/api/v1/live");
+    setMode(live.mode || "gateway");
+    $("k-uptime").textContent = fmtDuration(live.uptime_s);
+    if (state.mode === "hub") {
+      setPill("pill-db", live.storage_ok, live.storage_ok ? "central store answers" : "central store: " + live.storage_error);
+      $("pill-db").lastChild.textContent = "central store";
+      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      return;
+    }
+    const rate = live.ingest_rate.readings_per_s;
+    $("k-rate").textContent = fmtNumber(rate);
+    $("k-msgrate").textContent = fmtNumber(live.ingest_rate.messages_per_s);
+    pushRate(rate);
 
     const cap = live.queue_capacity || 0;
     const depth = live.queue_depth || 0;
@@ -183,7 +216,6 @@
     bar.classList.toggle("full", share >= 0.9);
     $("k-p99").textContent = fmtLatency(live.commit_latency_p99_s);
     showStored(live.readings_stored);
-    $("k-uptime").textContent = fmtDuration(live.uptime_s);
     $("k-reconnects").textContent = fmtCount(live.reconnects);
 
     setPill("pill-broker", live.broker_connected, live.broker_connected ? "broker connected" : "broker not connected");
@@ -197,6 +229,10 @@
     const known = state.stored;
     if (!known) {
       $("k-stored").textContent = "–";
+      return;
+    }
+    if (state.mode === "hub") {
+      $("k-stored").textContent = fmtCount(known.database);
       return;
     }
     const since = Math.max(0, (liveStored ?? known.runtimeAtStats) - known.runtimeAtStats);
@@ -221,65 +257,197 @@
     const f = state.filter;
     if (!f) return true;
     if (sensor.sensor_id.toLowerCase().includes(f)) return true;
+    if (state.mode === "hub" && (sensor.gateway || "").toLowerCase().includes(f)) return true;
     return sensor.metrics.some((m) => m.metric.toLowerCase().includes(f));
   }
 
-  function renderFleet() {
-    const body = $("fleet").querySelector("tbody");
-    const rows = [];
-    for (const sensor of state.sensors) {
-      if (!matches(sensor)) continue;
-      const tr = el("tr");
-      tr.dataset.sensor = sensor.sensor_id;
-      if (sensor.stale) tr.classList.add("stale");
-      const name = el("td", "sensor", sensor.sensor_id);
-      name.title = sensor.sensor_id;
-      if (sensor.stale) name.append(el("span", "badge", "stale"));
-      name.append(el("div", "sub", fmtAge(sensor.age_s)));
-      const chips = el("div", "chips");
-      for (const m of sensor.metrics) {
-        const chip = el("span", "chip");
-        chip.append(el("span", "", m.metric));
-        chip.append(el("b", "", fmtNumber(m.last_value) + (m.unit ? " " + m.unit : "")));
-        chip.title = m.metric + (m.unit ? " (" + m.unit + ")" : "") + " at " + (m.last_ts || "never");
-        chips.append(chip);
-      }
-      const values = el("td");
-      values.append(chips);
-      const seen = el("td", "seen", fmtAge(sensor.age_s));
-      seen.title = sensor.last_seen || "";
-      tr.append(name, values, seen);
-      rows.push(tr);
+  // The hub groups the fleet by gateway; a gateway's own dashboard has one gateway.
+  function grouped() {
+    return state.mode === "hub";
+  }
+
+  function sensorRow(sensor) {
+    const tr = el("tr");
+    tr.dataset.sensor = sensor.sensor_id;
+    tr.dataset.gateway = sensor.gateway;
+    if (sensor.stale) tr.classList.add("stale");
+    const name = el("td", "sensor", sensor.sensor_id);
+    name.title = sensor.sensor_id;
+    if (sensor.stale) name.append(el("span", "badge", "stale"));
+    name.append(el("div", "sub", fmtAge(sensor.age_s)));
+    const chips = el("div", "chips");
+    for (const m of sensor.metrics) {
+      const chip = el("span", "chip");
+      chip.append(el("span", "", m.metric));
+      chip.append(el("b", "", fmtNumber(m.last_value) + (m.unit ? " " + m.unit : "")));
+      chip.title = m.metric + (m.unit ? " (" + m.unit + ")" : "") + " at " + (m.last_ts || "never");
+      chips.append(chip);
     }
-    body.replaceChildren(...rows);
-    $("fleet-empty").hidden = state.sensors.length > 0;
+    const values = el("td");
+    values.append(chips);
+    const seen = el("td", "seen", fmtAge(sensor.age_s));
+    seen.title = sensor.last_seen || "";
+    tr.append(name, values, seen);
+    return tr;
+  }
+
+  // What a gateway's header says about forwarding: when it last forwarded and how far
+  // behind it was then; a gateway that forwards nothing here says when it last stored.
+  function forwardingText(gw, sensors) {
+    const f = gw && gw.forwarding;
+    if (!f) {
+      let age = null;
+      if (gw && gw.last_seen_ms) age = (Date.now() - gw.last_seen_ms) / 1000;
+      else {
+        const seen = sensors.map((s) => s.age_s).filter((a) => a !== null && a !== undefined);
+        if (seen.length) age = Math.min(...seen);
+      }
+      return { text: age !== null ? "last reading " + fmtAge(age) : "no readings yet", stale: false, title: "" };
+    }
+    const behind = f.backlog_readings
+      ? fmtCount(f.backlog_readings) + " behind" + (f.behind_s !== null ? " (oldest " + fmtDuration(f.behind_s) + ")" : "")
+      : "up to date";
+    return {
+      text: "forwarded " + fmtAge(f.age_s) + " · " + behind,
+      stale: f.stale,
+      title: "last batch " + f.last_forward + "; " + fmtCount(f.forwarded) + " readings forwarded in total",
+    };
+  }
+
+  function groupHead(id, sensors, expanded) {
+    const gw = state.gateways.find((g) => g.gateway === id);
+    const info = forwardingText(gw, sensors);
+    const tr = el("tr", "gw-row");
+    tr.dataset.gateway = id;
+    if (info.stale) tr.classList.add("stale");
+    const th = el("th");
+    th.colSpan = 3;
+    th.scope = "rowgroup";
+    const toggle = el("button", "gw-toggle");
+    toggle.type = "button";
+    toggle.setAttribute("aria-expanded", String(expanded));
+    toggle.append(el("span", "gw-caret", expanded ? "▾" : "▸"), el("span", "gw-name", id));
+    toggle.title = (expanded ? "hide" : "show") + " the sensors of " + id;
+    // The gateway's own counts, known without loading its sensors.
+    const total = gw && !state.filter ? gw.sensors : sensors.length;
+    const staleCount = gw && !state.filter && gw.sensors_stale !== undefined
+      ? gw.sensors_stale : sensors.filter((s) => s.stale).length;
+    const counts = el("span", "gw-counts", fmtCount(total) + (total === 1 ? " sensor" : " sensors")
+      + (staleCount ? " · " + fmtCount(staleCount) + " stale" : ""));
+    const fwd = el("span", "gw-forward", info.text);
+    fwd.title = info.title;
+    th.append(toggle);
+    if (info.stale) th.append(el("span", "badge", "stopped forwarding"));
+    th.append(counts, fwd);
+    tr.append(th);
+    toggle.addEventListener("click", () => {
+      if (state.expanded.has(id)) state.expanded.delete(id);
+      else state.expanded.add(id);
+      renderFleet();
+      if (state.expanded.has(id)) refreshSensors();
+    });
+    return tr;
+  }
+
+  function noteRow(text, button) {
+    const tr = el("tr", "more-row");
+    const td = el("td", "", button ? undefined : text);
+    td.colSpan = 3;
+    if (button) td.append(button);
+    tr.append(td);
+    return tr;
+  }
+
+  function groupMoreRow(id) {
+    const button = el("button", "", "Show more sensors of " + id);
+    button.type = "button";
+    button.addEventListener("click", () => {
+      state.groupPages.set(id, (state.groupPages.get(id) || 1) + 1);
+      refreshSensors();
+    });
+    return noteRow("", button);
+  }
+
+  function renderFleet() {
+    const table = $("fleet");
+    const bodies = [];
+    if (!grouped()) {
+      const body = el("tbody");
+      for (const sensor of state.sensors) if (matches(sensor)) body.append(sensorRow(sensor));
+      bodies.push(body);
+    } else {
+      const groups = new Map(state.gateways.map((g) => [g.gateway, []]));
+      for (const sensor of state.sensors) {
+        if (!matches(sensor)) continue;
+        if (!groups.has(sensor.gateway)) groups.set(sensor.gateway, []);
+        groups.get(sensor.gateway).push(sensor);
+      }
+      if (state.expanded === null && state.gateways.length) {
+        // A small fleet shows everything; a big one starts with one line per gateway.
+        state.expanded = new Set(fleetSize() > COLLAPSE_OVER ? [] : groups.keys());
+      }
+      for (const [id, sensors] of groups) {
+        const named = state.filter && id.toLowerCase().includes(state.filter);
+        if (state.filter && !sensors.length && !named) continue;
+        const expanded = Boolean(state.filter) || Boolean(state.expanded && state.expanded.has(id));
+        const body = el("tbody");
+        body.dataset.gateway = id;
+        body.append(groupHead(id, sensors, expanded));
+        if (expanded) {
+          for (const sensor of sensors) body.append(sensorRow(sensor));
+          if (!state.filter && state.groupMore.get(id)) body.append(groupMoreRow(id));
+          if (!sensors.length && !state.sensorsBy.has(id)) body.append(noteRow("loading sensors…"));
+        }
+        bodies.push(body);
+      }
+    }
+    for (const old of table.querySelectorAll("tbody")) old.remove();
+    table.append(...bodies);
+    $("fleet-empty").hidden = state.sensors.length > 0 || (grouped() && state.gateways.length > 0);
+  }
+
+  function fleetSize() {
+    if (state.mode === "hub") return state.gateways.reduce((sum, g) => sum + g.sensors, 0);
+    return state.sensors.length;
   }
 
   function showFleetCount() {
+    if (state.mode === "hub") {
+      // Every gateway's counts come with /api/v1/gateways; stale ones once the hub has
+      // looked at every latest value (a few seconds after it starts).
+      $("k-sensors").textContent = fmtCount(fleetSize());
+      const known = state.gateways.every((g) => g.sensors_stale !== undefined);
+      const stale = state.gateways.reduce((sum, g) => sum + (g.sensors_stale || 0), 0);
+      $("k-stale").textContent = !known ? "" : stale ? fmtCount(stale) + " stale" : "all fresh";
+      $("fleet-shown").textContent = state.filter && state.fleetMore ? "showing " + fmtCount(state.sensors.length) + " matching sensors" : "";
+      $("more-sensors").hidden = !(state.filter && state.fleetMore);
+      return;
+    }
     const shown = state.sensors.length;
     const total = state.sensorTotal;
     $("k-sensors").textContent = fmtCount(total !== null && !state.filter ? total : shown);
     const partial = state.fleetMore || (total !== null && !state.filter && total > shown);
     $("fleet-shown").textContent = partial ? "showing " + fmtCount(shown) + " sensors" : "";
     $("more-sensors").hidden = !state.fleetMore;
+    const stale = state.sensors.filter((s) => s.stale).length;
+    $("k-stale").textContent = stale ? stale + " stale" : "all fresh";
   }
 
-  // Pages of the fleet in sensor order, merged (a sensor with more metrics than one
-  // page holds continues on the next). The newest refresh wins.
-  const refreshSensors = guarded(async () => {
-    const seq = ++state.fleetSeq;
+  // Up to ``pages`` pages of /api/v1/sensors with ``params``, merged per sensor of a
+  // gateway (a sensor with more metrics than one page holds continues on the next).
+  async function loadPages(params, pages, seq) {
     const merged = new Map();
     let cursor = null;
     let more = false;
-    for (let page = 0; page < state.fleetPages; page++) {
-      const q = new URLSearchParams({ limit: String(FLEET_PAGE) });
-      if (state.filter) q.set("match", state.filter);
+    for (let page = 0; page < pages; page++) {
+      const q = new URLSearchParams({ ...params, limit: String(FLEET_PAGE) });
       if (cursor) q.set("cursor", cursor);
       const data = await api("/api/v1/sensors?" + q.toString());
-      if (seq !== state.fleetSeq) return;
+      if (seq !== state.fleetSeq) return null;
       for (const s of data.sensors) {
-        const known = merged.get(s.sensor_id);
-        if (!known) merged.set(s.sensor_id, s);
+        const key = s.gateway + "\u0000" + s.sensor_id;
+        const known = merged.get(key);
+        if (!known) merged.set(key, s);
         else {
           known.metrics.push(...s.metrics);
           if ((s.last_seen_ms ?? -Infinity) > (known.last_seen_ms ?? -Infinity)) {
@@ -291,14 +459,103 @@
       more = Boolean(cursor);
       if (!more) break;
     }
-    state.sensors = [...merged.values()];
-    state.fleetMore = more;
-    const stale = state.sensors.filter((s) => s.stale).length;
-    $("k-stale").textContent = stale ? stale + " stale" : "all fresh";
+    return { sensors: [...merged.values()], more };
+  }
+
+  // The hub loads sensors per gateway, only for the groups that show them (and the
+  // first gateway, whose series the charts start with); with a filter, the matches
+  // across the fleet and the gateways whose name matches.
+  async function loadHubSensors(seq) {
+    const ids = state.gateways.map((g) => g.gateway);
+    const by = new Map();
+    if (state.filter) {
+      const found = await loadPages({ match: state.filter }, state.fleetPages, seq);
+      if (!found) return null;
+      state.fleetMore = found.more;
+      for (const s of found.sensors) {
+        if (!by.has(s.gateway)) by.set(s.gateway, []);
+        by.get(s.gateway).push(s);
+      }
+      const named = ids.filter((id) => id.toLowerCase().includes(state.filter) && !by.has(id));
+      for (const id of named) {
+        const page = await loadPages({ gateway: id }, 1, seq);
+        if (!page) return null;
+        by.set(id, page.sensors);
+      }
+    } else {
+      const want = ids.filter((id) => state.expanded && state.expanded.has(id));
+      if (!want.length && ids.length) want.push(ids[0]);
+      const pages = await Promise.all(want.map((id) => loadPages({ gateway: id }, state.groupPages.get(id) || 1, seq)));
+      if (pages.some((p) => p === null)) return null;
+      want.forEach((id, i) => {
+        by.set(id, pages[i].sensors);
+        state.groupMore.set(id, pages[i].more);
+      });
+      state.fleetMore = false;
+    }
+    state.sensorsBy = by;
+    const out = [];
+    for (const id of ids) out.push(...(by.get(id) || []));
+    return out;
+  }
+
+  // The newest refresh wins.
+  const refreshSensors = guarded(async () => {
+    const seq = ++state.fleetSeq;
+    let sensors;
+    if (state.mode === "hub") {
+      sensors = await loadHubSensors(seq);
+    } else {
+      const found = await loadPages(state.filter ? { match: state.filter } : {}, state.fleetPages, seq);
+      if (found) state.fleetMore = found.more;
+      sensors = found && found.sensors;
+    }
+    if (!sensors) return;
+    state.sensors = sensors;
     showFleetCount();
     renderFleet();
     syncCharts();
   });
+
+  // The gateways the store holds: one (this gateway) on a gateway's own dashboard;
+  // every forwarding edge in the hub, whose forwarded counts give the fleet rate.
+  const refreshGateways = guarded(async () => {
+    const data = await api("/api/v1/gateways");
+    state.gateways = data.gateways;
+    state.staleAfterS = data.stale_after_s;
+    if (state.mode === "hub") {
+      showFleetFigures(data.gateways);
+      showFleetCount();
+      renderFleet();
+    }
+  });
+
+  function showFleetFigures(gateways) {
+    const forwarding = gateways.filter((g) => g.forwarding);
+    const stopped = forwarding.filter((g) => g.forwarding.stale);
+    $("k-gateways").textContent = fmtCount(gateways.length);
+    $("k-gw-stale").textContent = stopped.length ? fmtCount(stopped.length) + " stopped" : forwarding.length ? "all forwarding" : "";
+    const backlog = forwarding.reduce((sum, g) => sum + g.forwarding.backlog_readings, 0);
+    const behind = forwarding.map((g) => g.forwarding.behind_s).filter((b) => b !== null);
+    $("k-backlog").textContent = backlog
+      ? fmtCount(backlog) + (backlog === 1 ? " reading" : " readings") + " not forwarded yet"
+      : forwarding.length ? "nothing waiting to be forwarded" : "";
+    $("k-behind").textContent = behind.length ? "furthest behind " + fmtDuration(Math.max(...behind)) : "";
+    const ok = stopped.length === 0;
+    setPill("pill-gateways", ok, ok ? "every gateway forwarded within " + state.staleAfterS + " s" : stopped.map((g) => g.gateway).join(", ") + " stopped forwarding");
+    $("pill-gateways").lastChild.textContent = stopped.length ? fmtCount(stopped.length) + " of " + fmtCount(gateways.length) + " gateways stopped" : fmtCount(gateways.length) + " gateways";
+    // Fleet rate: readings forwarded per second between two looks.
+    const now = Date.now();
+    const total = forwarding.reduce((sum, g) => sum + g.forwarding.forwarded, 0);
+    const last = state.forwarded[state.forwarded.length - 1];
+    state.forwarded.push({ t: now, total });
+    if (state.forwarded.length > 2) state.forwarded.shift();
+    if (last && now > last.t) {
+      const rate = Math.max(0, (total - last.total) / ((now - last.t) / 1000));
+      $("k-rate").textContent = fmtNumber(rate);
+      pushRate(rate);
+    }
+  }
 
   // --- charts ----------------------------------------------------------------------
 
@@ -306,13 +563,13 @@
     const list = [];
     for (const sensor of state.sensors) {
       if (!matches(sensor)) continue;
-      for (const m of sensor.metrics) list.push({ sensor: sensor.sensor_id, metric: m.metric, unit: m.unit, last: m.last_value });
+      for (const m of sensor.metrics) list.push({ gateway: sensor.gateway, sensor: sensor.sensor_id, metric: m.metric, unit: m.unit, last: m.last_value });
     }
     return list;
   }
 
   function chartKey(s) {
-    return s.sensor + "\u0000" + s.metric;
+    return s.gateway + "\u0000" + s.sensor + "\u0000" + s.metric;
   }
 
   function syncCharts() {
@@ -347,12 +604,14 @@
     const card = el("article", "chart");
     card.dataset.sensor = s.sensor;
     card.dataset.metric = s.metric;
+    card.dataset.gateway = s.gateway;
     const head = el("div", "chart-head");
     // The whole sensor and metric names, each on its own line (wrapping if they must),
     // and both in the tooltip of the title.
     const title = el("div", "chart-title");
-    title.append(el("div", "chart-sensor", s.sensor), el("div", "chart-metric", s.metric));
-    title.title = s.sensor + " · " + s.metric;
+    const where = grouped() ? s.gateway + " · " : "";
+    title.append(el("div", "chart-sensor", s.sensor), el("div", "chart-metric", where + s.metric));
+    title.title = where + s.sensor + " · " + s.metric;
     const lastEl = el("div", "chart-last");
     head.append(title, lastEl);
     const svg = svgEl("svg", { viewBox: "0 0 320 150", role: "img", "aria-label": s.sensor + " " + s.metric });
@@ -368,6 +627,7 @@
     const range = RANGES[state.range];
     const s = chart.series;
     const q = new URLSearchParams({
+      gateway: s.gateway,
       sensor: s.sensor,
       metric: s.metric,
       from: new Date(Date.now() - range.ms).toISOString(),
@@ -538,7 +798,7 @@
       dot.setAttribute("visibility", "visible");
       const unit = chart.series.unit ? " " + chart.series.unit : "";
       tip.replaceChildren(
-        el("div", "tip-name", chart.series.sensor + " · " + chart.series.metric),
+        el("div", "tip-name", (grouped() ? chart.series.gateway + " · " : "") + chart.series.sensor + " · " + chart.series.metric),
         el("div", "", new Date(b.start_ms).toLocaleString()),
         el("div", "", "avg " + fmtNumber(b.avg) + unit),
         el("div", "", "min " + fmtNumber(b.min) + unit + " · max " + fmtNumber(b.max) + unit),
@@ -584,7 +844,8 @@
       state.chartLimit = CHART_PAGE;
       renderFleet();
       syncCharts();
-      // Then ask the gateway: the filter also finds sensors beyond the pages shown.
+      // Then ask the server: the filter also finds sensors beyond the pages shown (in
+      // the hub: across every gateway).
       clearTimeout(filterTimer);
       filterTimer = setTimeout(() => {
         state.fleetPages = 1;
@@ -617,15 +878,22 @@
     });
     refreshAll();
     setInterval(() => !state.authNeeded && refreshLive(), LIVE_MS);
-    setInterval(() => !state.authNeeded && refreshSensors(), SENSORS_MS);
+    setInterval(async () => {
+      if (state.authNeeded) return;
+      await refreshGateways();
+      refreshSensors();
+    }, SENSORS_MS);
     setInterval(() => !state.authNeeded && refreshStats(), STATS_MS);
     scheduleCharts();
   }
 
-  function refreshAll() {
-    refreshLive();
-    refreshSensors();
+  // The mode first (it decides what to load), then the gateways before the sensors (the
+  // hub loads the sensors of the gateways it shows).
+  async function refreshAll() {
+    await refreshLive();
     refreshStats();
+    await refreshGateways();
+    refreshSensors();
   }
 
   start();
