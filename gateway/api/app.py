@@ -76,8 +76,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, "internal error")
 
 
-def build_app(state: ApiState, token: str | None) -> ASGIApp:
-    """The whole application for ``state``; ``token`` None disables authentication."""
+def build_app(
+    state: ApiState, token: str | None, own_routes: dict[str, Any] | None = None
+) -> ASGIApp:
+    """The whole application for ``state``; ``token`` None disables authentication.
+    ``own_routes`` answers some paths with other handlers (the hub's,
+    :data:`gateway.api.hub.ROUTES`)."""
     assets = load_assets()
     document = openapi.document()
 
@@ -105,6 +109,11 @@ def build_app(state: ApiState, token: str | None) -> ASGIApp:
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
+    own = own_routes or {}
+
+    def route(path: str, endpoint: Any) -> Route:
+        return Route(path, own.get(path, endpoint))
+
     routes = [
         Route("/", index),
         Route("/docs", docs),
@@ -112,10 +121,10 @@ def build_app(state: ApiState, token: str | None) -> ASGIApp:
         Route("/static/{name:str}", static),
         Route("/openapi.json", openapi_json),
         Route("/healthz", handlers.healthz),
-        Route("/readyz", handlers.readyz),
-        Route("/metrics", handlers.metrics),
-        Route("/api/v1/live", handlers.live),
-        Route("/api/v1/stats", handlers.stats),
+        route("/readyz", handlers.readyz),
+        route("/metrics", handlers.metrics),
+        route("/api/v1/live", handlers.live),
+        route("/api/v1/stats", handlers.stats),
         Route("/api/v1/gateways", handlers.gateways),
         Route("/api/v1/sensors", handlers.sensors),
         Route("/api/v1/readings", handlers.readings),

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.api.connections import CLOSE_REASONS, ConnectionStats
 from gateway.metrics import Histogram, Metrics
+from gateway.storage.base import Forwarding, GatewayInfo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -92,14 +94,7 @@ def render(
     """The whole exposition text for one scrape."""
     now = time.time() if now is None else now
     out = _Writer()
-    out.family("tidegate_info", "gauge", "Build information.")
-    out.sample("tidegate_info", 1, {"version": version})
-    out.single(
-        "process_start_time_seconds", "gauge", "Start time of the process (epoch s).", started_at
-    )
-    out.single(
-        "process_resident_memory_bytes", "gauge", "Resident memory size.", resident_memory_bytes()
-    )
+    _process(out, started_at, version)
 
     subs = sorted(metrics.by_subscription.items())
     for name, attr, help_text in (
@@ -278,40 +273,123 @@ def render(
         storage.maintenance_step,
     )
 
-    if connections is not None:
-        out.single(
-            "tidegate_api_connections", "gauge", "Open HTTP API connections.", connections.open
-        )
-        out.family(
-            "tidegate_api_connections_closed_total",
-            "counter",
-            "HTTP API connections the server closed or refused, by reason.",
-        )
-        for reason in CLOSE_REASONS:
-            out.sample(
-                "tidegate_api_connections_closed_total",
-                connections.closed[reason],
-                {"reason": reason},
-            )
+    _connections(out, connections)
+    _database(out, db, now)
+    return "\n".join(out.lines) + "\n"
 
-    if db is not None:
-        out.family("tidegate_database_size_bytes", "gauge", "Size of the database files.")
-        out.sample("tidegate_database_size_bytes", db.database_bytes, {"file": "main"})
-        out.sample("tidegate_database_size_bytes", db.wal_bytes, {"file": "wal"})
-        out.single("tidegate_series", "gauge", "Stored series (sensor × metric).", db.series)
-        now_ms = now * 1000
-        if db.oldest_ts_ms is not None:
-            out.single(
-                "tidegate_oldest_reading_age_seconds",
-                "gauge",
-                "Age of the oldest stored reading.",
-                round((now_ms - db.oldest_ts_ms) / 1000, 3),
-            )
-        if db.newest_ts_ms is not None:
-            out.single(
-                "tidegate_newest_reading_age_seconds",
-                "gauge",
-                "Age of the newest stored reading (negative if it is stamped in the future).",
-                round((now_ms - db.newest_ts_ms) / 1000, 3),
-            )
+
+def _connections(out: _Writer, connections: ConnectionStats | None) -> None:
+    if connections is None:
+        return
+    out.single("tidegate_api_connections", "gauge", "Open HTTP API connections.", connections.open)
+    out.family(
+        "tidegate_api_connections_closed_total",
+        "counter",
+        "HTTP API connections the server closed or refused, by reason.",
+    )
+    for reason in CLOSE_REASONS:
+        out.sample(
+            "tidegate_api_connections_closed_total",
+            connections.closed[reason],
+            {"reason": reason},
+        )
+
+
+def _database(out: _Writer, db: DatabaseGauges | None, now: float) -> None:
+    if db is None:
+        return
+    out.family("tidegate_database_size_bytes", "gauge", "Size of the database files.")
+    out.sample("tidegate_database_size_bytes", db.database_bytes, {"file": "main"})
+    out.sample("tidegate_database_size_bytes", db.wal_bytes, {"file": "wal"})
+    out.single("tidegate_series", "gauge", "Stored series (sensor × metric).", db.series)
+    now_ms = now * 1000
+    if db.oldest_ts_ms is not None:
+        out.single(
+            "tidegate_oldest_reading_age_seconds",
+            "gauge",
+            "Age of the oldest stored reading.",
+            round((now_ms - db.oldest_ts_ms) / 1000, 3),
+        )
+    if db.newest_ts_ms is not None:
+        out.single(
+            "tidegate_newest_reading_age_seconds",
+            "gauge",
+            "Age of the newest stored reading (negative if it is stamped in the future).",
+            round((now_ms - db.newest_ts_ms) / 1000, 3),
+        )
+
+
+def _process(out: _Writer, started_at: float, version: str) -> None:
+    out.family("tidegate_info", "gauge", "Build information.")
+    out.sample("tidegate_info", 1, {"version": version})
+    out.single(
+        "process_start_time_seconds", "gauge", "Start time of the process (epoch s).", started_at
+    )
+    out.single(
+        "process_resident_memory_bytes", "gauge", "Resident memory size.", resident_memory_bytes()
+    )
+
+
+def render_hub(
+    store_up: bool,
+    db: DatabaseGauges | None,
+    gateways: Sequence[GatewayInfo],
+    *,
+    started_at: float,
+    version: str,
+    connections: ConnectionStats | None = None,
+    now: float | None = None,
+) -> str:
+    """The exposition text of ``tidegate serve``: the process, whether the central store
+    answers, its figures, and per gateway what it last reported with a forwarded batch
+    (``docs/fleet.md``)."""
+    now = time.time() if now is None else now
+    out = _Writer()
+    _process(out, started_at, version)
+    out.single(
+        "tidegate_central_up", "gauge", "1 while the central store answers.", 1 if store_up else 0
+    )
+    out.single(
+        "tidegate_gateways", "gauge", "Gateways with data in the central store.", len(gateways)
+    )
+    out.family("tidegate_gateway_series", "gauge", "Series of each gateway.")
+    for g in gateways:
+        out.sample("tidegate_gateway_series", g.series, {"gateway": g.gateway_id})
+    forwarding = [(g.gateway_id, g.forwarding) for g in gateways if g.forwarding is not None]
+    families: list[tuple[str, str, str, Callable[[Forwarding], float]]] = [
+        (
+            "tidegate_gateway_forwarded_total",
+            "counter",
+            "Readings the central store committed from each edge gateway.",
+            lambda f: f.forwarded,
+        ),
+        (
+            "tidegate_gateway_backlog_readings",
+            "gauge",
+            "Readings each edge still held unforwarded at its last batch.",
+            lambda f: f.backlog,
+        ),
+        (
+            "tidegate_gateway_last_forward_timestamp_seconds",
+            "gauge",
+            "When each edge's last batch was committed centrally (epoch s).",
+            lambda f: f.last_forward_ms / 1000,
+        ),
+        (
+            "tidegate_gateway_behind_seconds",
+            "gauge",
+            "How far behind each edge is: age of its oldest unforwarded reading (0: none).",
+            lambda f: (
+                0
+                if f.oldest_pending_ms is None
+                else max(0.0, round(now - f.oldest_pending_ms / 1000, 3))
+            ),
+        ),
+    ]
+    for name, kind, help_text, value in families:
+        out.family(name, kind, help_text)
+        for gateway_id, f in forwarding:
+            out.sample(name, value(f), {"gateway": gateway_id})
+    _connections(out, connections)
+    _database(out, db, now)
     return "\n".join(out.lines) + "\n"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ from gateway.api._uvicorn_adapter import protocol_class
 from gateway.api.app import build_app
 from gateway.api.bind import bind_socket, is_loopback_host
 from gateway.api.connections import ConnectionTable
+from gateway.api.hub import ROUTES as hub_routes
+from gateway.api.hub import HubView, probe
 from gateway.api.state import ApiState, GatewayView
 from gateway.config import ApiConfig, Settings, check_token_length, local_gateway_id
 from gateway.errors import ConfigError
 from gateway.storage.backends import read_store
+from gateway.storage.base import ReadStore
 
 log = logging.getLogger(__name__)
 
@@ -135,27 +139,38 @@ async def _sample(state: ApiState) -> None:
 
 
 async def run_api(
-    gateway: GatewayView, settings: Settings, token: str | None, sock: socket.socket
+    gateway: GatewayView,
+    settings: Settings,
+    token: str | None,
+    sock: socket.socket,
+    store: ReadStore | None = None,
+    background: Callable[[ApiState], Coroutine[Any, Any, None]] = _sample,
+    hub: bool = False,
 ) -> None:
-    """Serve on ``sock`` until cancelled."""
+    """Serve on ``sock`` until cancelled, reading ``store`` (default: the gateway's own
+    database); ``background`` runs beside the server (default: the ingest-rate
+    sampler). ``hub``: the API of ``tidegate serve`` (:mod:`gateway.api.hub`)."""
     config = settings.api
-    store = read_store(
-        settings.storage,
-        threads=config.query_threads,
-        timeout_s=config.query_timeout_s,
-        gateway_id=local_gateway_id(settings),
-    )
+    if store is None:
+        store = read_store(
+            settings.storage,
+            threads=config.query_threads,
+            timeout_s=config.query_timeout_s,
+            gateway_id=local_gateway_id(settings),
+        )
     table: ConnectionTable[Any] = ConnectionTable(
         config.max_connections, config.max_connections_per_client
     )
-    state = ApiState(gateway, config, store, __version__)
+    state = ApiState(gateway, config, store, __version__, hub=hub)
     state.connections = table
-    server = _EmbeddedServer(uvicorn_config(build_app(state, token), config, table))
+    app = build_app(state, token, hub_routes if hub else None)
+    server = _EmbeddedServer(uvicorn_config(app, config, table))
     host, port = sock.getsockname()[:2]
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
-    sampler = asyncio.create_task(_sample(state), name="api-rate-sampler")
+    sampler = asyncio.create_task(background(state), name="api-background")
     log.info(
-        "HTTP API and dashboard on http://%s:%d/ (%s)",
+        "HTTP API and %sdashboard on http://%s:%d/ (%s)",
+        "fleet " if hub else "",
         host if ":" not in str(host) else f"[{host}]",
         port,
         "bearer token required" if token else "no token",
@@ -177,3 +192,37 @@ async def run_api(
         await store.close()
         sock.close()
         log.info("HTTP API stopped")
+
+
+async def serve_hub(settings: Settings, store: ReadStore, shown: str) -> int:
+    """Serve the API and dashboard over ``store`` (the central store at ``shown``) until
+    SIGINT or SIGTERM; returns the exit status. ``[api]`` is checked and bound first,
+    with the gateway's rules (a token is required on an exposed address)."""
+    service = api_service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("tidegate serve: the fleet view over %s", shown)
+    server = asyncio.create_task(
+        run_api(
+            HubView(),
+            settings,
+            service.token,
+            service.socket,
+            store=store,
+            background=probe,
+            hub=True,
+        ),
+        name="hub-api",
+    )
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({server, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    return 0

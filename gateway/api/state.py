@@ -68,6 +68,11 @@ class ApiState:
     cache: dict[str, tuple[float, object]] = field(default_factory=dict)
     connections: ConnectionTable[Any] | None = None
     """The server's connection table (None when the app runs without our server)."""
+    hub: bool = False
+    """``tidegate serve``: the API over the central store, no MQTT (:mod:`.hub`)."""
+    store_ok: bool = True
+    """Hub: whether the store answered its last probe (``store_error`` says why not)."""
+    store_error: str = ""
 
     @property
     def max_range_ms(self) -> int:

@@ -17,6 +17,7 @@ from gateway.errors import ConfigError, TidegateError
 # Subcommand modules, in help order. Each has register(subparsers).
 COMMANDS = (
     "run",
+    "serve",
     "check_config",
     "query",
     "sensors",

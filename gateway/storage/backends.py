@@ -46,7 +46,10 @@ def read_store(
     )
 
 
-def central_read_store(url: str) -> tuple[ReadStore, str]:
+def central_read_store(
+    url: str, *, threads: int = 4, timeout_s: float | None = 30.0
+) -> tuple[ReadStore, str]:
     """A read side over the central PostgreSQL at ``url`` (password from ``PGPASSWORD``
-    or ``~/.pgpass``), and ``url`` as it may be shown (without a password)."""
+    or ``~/.pgpass``): up to ``threads`` connections, each statement stopped after
+    ``timeout_s``; and ``url`` as it may be shown (without a password)."""
     raise ConfigError("--store", "the central store needs the PostgreSQL backend")

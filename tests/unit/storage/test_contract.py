@@ -41,6 +41,8 @@ MINUTE = 60_000
 T0 = 1_732_000_000_000 - 1_732_000_000_000 % HOUR
 """An hour-aligned time in the past (2024-11-19T07:00Z)."""
 NOW = T0 + 10 * HOUR
+GATEWAY = "site-a"
+"""The gateway every backend under test stores for (its rows carry this id)."""
 
 
 @dataclass
@@ -59,7 +61,7 @@ async def _nothing() -> None:
 
 @asynccontextmanager
 async def memory_backend(tmp_path: Path) -> AsyncIterator[Backend]:
-    store = MemoryStore()
+    store = MemoryStore(gateway_id=GATEWAY)
     await store.open()
     try:
         yield Backend("memory", store, store, _nothing)
@@ -72,7 +74,7 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     config = StorageConfig(path=tmp_path / "contract.db", min_free_disk="0")
     store = SqliteStore(config, Metrics())
     await store.open()
-    reader = SqliteReader(config.path, threads=2, timeout_s=10)
+    reader = SqliteReader(config.path, threads=2, timeout_s=10, gateway_id=GATEWAY)
 
     async def settle() -> None:
         await run_on_connection(
@@ -425,6 +427,68 @@ async def test_dead_letters_are_listed_grouped_and_found(backend: Backend) -> No
     assert [d.id async for c in backend.read.stream_dead_letters(ids) for d in c] == [one.id]
     with pytest.raises(QueryError, match="no dead letter"):
         await backend.read.dead_letter(10**9)
+
+
+# --- the gateway dimension ---------------------------------------------------------------
+
+
+async def test_every_row_names_its_gateway_and_every_read_filters_by_it(
+    backend: Backend,
+) -> None:
+    """A store holding one gateway (a gateway's own file, or the central store with one
+    gateway in it): rows carry its id, a filter naming it changes nothing, a filter
+    naming another gateway matches nothing — in every read."""
+    dead = [DeadLetter(T0, "sensors/x", b"garbage", "not JSON", "json")]
+    await backend.write.write_batch(fleet(90), dead)
+    await backend.settle()
+    read, other = backend.read, "elsewhere"
+    everything = ReadingsQuery(limit=0)
+    rows = await read.readings(everything)
+    assert len(rows) == 360 and {r.gateway_id for r in rows} == {GATEWAY}
+    assert await read.readings(ReadingsQuery(limit=0, gateway=GATEWAY)) == rows
+    assert await read.readings(ReadingsQuery(limit=0, gateway=other)) == []
+    streamed = [r async for c in read.stream_readings(ReadingsQuery(gateway=other)) for r in c]
+    assert streamed == []
+
+    series = await read.series()
+    assert {s.gateway_id for s in series} == {GATEWAY} and len(series) == 4
+    assert await read.series(gateway=GATEWAY) == series
+    assert await read.series(gateway=other) == []
+    latest = await read.latest()
+    assert {x.gateway_id for x in latest} == {GATEWAY}
+    assert await read.latest(gateway=GATEWAY) == latest
+    assert await read.latest("a", gateway=other) == []
+
+    hourly = AggregateQuery(since_ms=T0, until_ms=T0 + 2 * HOUR, bucket_ms=HOUR)
+    buckets = await read.aggregate(hourly)
+    assert len(buckets) == 8 and {b.gateway_id for b in buckets} == {GATEWAY}
+    for gateway, expected in ((GATEWAY, buckets), (other, [])):
+        query = AggregateQuery(since_ms=T0, until_ms=T0 + 2 * HOUR, bucket_ms=HOUR, gateway=gateway)
+        assert await read.aggregate(query) == expected
+        assert [b async for c in read.stream_aggregate(query) for b in c] == expected
+
+    mine, theirs = await read.stats(GATEWAY), await read.stats(other)
+    assert (mine.readings, mine.series, mine.sensors, mine.dead_letters) == (360, 4, 2, 1)
+    assert (theirs.readings, theirs.series, theirs.sensors, theirs.dead_letters) == (0, 0, 0, 0)
+    assert (theirs.oldest_ts_ms, theirs.newest_ts_ms) == (None, None)
+
+    letters = [d async for c in read.stream_dead_letters(Selection(everything=True)) for d in c]
+    assert [d.gateway_id for d in letters] == [GATEWAY]
+    assert (await read.dead_letter(letters[0].id)).gateway_id == GATEWAY
+    assert [g.count for g in await read.dead_letter_groups(Selection(gateway=GATEWAY))] == [1]
+    assert await read.dead_letter_groups(Selection(gateway=other)) == []
+    gone = Selection(everything=True, gateway=other)
+    assert [d async for c in read.stream_dead_letters(gone) for d in c] == []
+
+    gateways = await read.gateways()
+    assert [(g.gateway_id, g.series, g.sensors) for g in gateways] == [(GATEWAY, 4, 2)]
+
+
+def test_a_gateway_filter_is_checked_like_any_input() -> None:
+    with pytest.raises(QueryError, match="gateway: longer than 128"):
+        ReadingsQuery(gateway="g" * 129)
+    with pytest.raises(QueryError, match="gateway: contains control"):
+        AggregateQuery(since_ms=T0, until_ms=NOW, bucket_ms=HOUR, gateway="a\nb")
 
 
 # --- snapshots -----------------------------------------------------------------------------
