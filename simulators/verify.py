@@ -101,7 +101,9 @@ async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Ver
         low = min([report.started_at_ms, *([min(everything)] if everything else [])])
         high = max([report.ended_at_ms, *([max(everything)] if everything else [])])
         series = await reads.series(item.sensor_id, item.metric, counts=False)
-        verdict.unit_mismatches += sum(1 for s in series if s.unit != item.unit)
+        # The gateway stores an empty unit as no unit (None); the report keeps "".
+        sent_unit = item.unit or None
+        verdict.unit_mismatches += sum(1 for s in series if (s.unit or None) != sent_unit)
         stored: set[int] = set()
         if series:
             query = ReadingsQuery(

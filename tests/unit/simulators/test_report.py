@@ -222,6 +222,30 @@ def test_verify_reports_missing_unexpected_and_duplicates(
     assert "FAILED" in text and "first missing" in text
 
 
+def test_verify_takes_an_empty_unit_sent_as_no_unit_stored(tmp_path: Path) -> None:
+    """The gateway stores a unit of "" as no unit: that is not a mismatch (a counter
+    has no unit; every demo run used to note one "mismatch" per counter)."""
+    ledger = Ledger("r1", qos=1)
+    counter = ledger.series_id("s-1", "counter", "")
+    group = Group((counter,), T)
+    ledger.sent(group)
+    ledger.acked(group)
+    report = tmp_path / "report.json"
+    write_report(report, ledger.report({"qos": 1}, {}, T - 1000, T + 60_000))
+    db = tmp_path / "db.sqlite"
+    conn = database(db)
+    cur = conn.execute(
+        "INSERT INTO series (sensor_id, metric, unit, tags, created_at)"
+        " VALUES ('s-1', 'counter', '', '', 0)"
+    )
+    store(conn, int(cur.lastrowid or 0), [T])
+    conn.commit()
+    conn.close()
+    verdict = verify(report, db)
+    assert verdict.ok, render(verdict)
+    assert verdict.unit_mismatches == 0 and not verdict.notes
+
+
 def test_verify_requires_every_acknowledged_fault_dead_lettered(
     tmp_path: Path, report_path: Path
 ) -> None:
