@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
-.PHONY: help venv mosquitto chromium fuse lint format typecheck test unit demo bench bench-quick soak clean
+.PHONY: help venv mosquitto postgresql chromium fuse lint format typecheck test unit demo bench bench-quick soak clean
 .PHONY: docker-engine systemd-analyze image image-test footprint
 
 help:
@@ -25,6 +25,10 @@ venv: $(STAMP)
 
 mosquitto:
 	@scripts/ensure-mosquitto.sh
+
+# Server binaries for the private PostgreSQL the tests and benches start (never the system one).
+postgresql:
+	@scripts/ensure-postgresql.sh
 
 chromium:
 	@scripts/ensure-chromium.sh
@@ -52,7 +56,7 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv mosquitto chromium fuse docker-engine systemd-analyze lint typecheck
+test: venv mosquitto postgresql chromium fuse docker-engine systemd-analyze lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -61,7 +65,7 @@ unit: venv
 demo: venv mosquitto
 	@$(BIN)/python scripts/demo.py
 
-bench: venv mosquitto
+bench: venv mosquitto postgresql
 	$(BIN)/python -m bench
 
 image:

@@ -22,4 +22,4 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev,fast]"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev,fast,postgresql]"
