@@ -98,6 +98,46 @@ class StorageCounters:
 
 
 @dataclass
+class UpstreamCounters:
+    """Forwarding to the central store (:mod:`gateway.upstream`, ``docs/upstream.md``)."""
+
+    configured: bool = False
+    gateway_id: str = ""
+    connected: bool = False
+    """The forwarder's PostgreSQL connection is up."""
+    unreachable_since: float = 0.0
+    """``time.time()`` since which the centre could not be reached (0: it can)."""
+    last_error: str = ""
+    position: int = 0
+    """The last outbox sequence number the centre committed."""
+    pending: int = 0
+    """Unforwarded readings in the outbox."""
+    oldest_pending_age_s: float = 0.0
+    """Age of the oldest unforwarded reading (its batch's write time to now)."""
+    forwarded: int = 0
+    """Readings committed centrally by this process (new there; duplicates not counted)."""
+    sent: int = 0
+    """Readings sent, duplicates included."""
+    batches: int = 0
+    forward_rate: float = 0.0
+    """Readings forwarded per second, smoothed over the last minute."""
+    ingest_rate: float = 0.0
+    """Readings stored locally per second, smoothed (for the buffer estimate)."""
+    buffer_hours_left: float | None = None
+    """Hours until the local store is full at the current ingest rate if nothing is
+    forwarded (``None``: no limit in sight); see ``docs/upstream.md``."""
+    errors: int = 0
+    conflicts: int = 0
+    """Batches aborted because the central position was not the expected one."""
+    reconnects: int = 0
+    dropped: int = 0
+    """Unforwarded readings dropped for space (``upstream.full_policy = "drop_oldest"``)."""
+    maintenance_runs: int = 0
+    forward_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    """Seconds one central transaction took."""
+
+
+@dataclass
 class LagState:
     """How far behind the gateway is (maintained by :mod:`gateway.lag`)."""
 
@@ -165,6 +205,7 @@ class Metrics:
     """Messages and bytes read from the broker, not yet handed to the pipeline."""
     queue_capacity: int = 0
     storage: StorageCounters = field(default_factory=StorageCounters)
+    upstream: UpstreamCounters = field(default_factory=UpstreamCounters)
 
     def subscription(self, label: str) -> SubscriptionCounters:
         counters = self.by_subscription.get(label)

@@ -25,13 +25,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from gateway.config import StorageConfig
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
 from gateway.parsing import parse_retention_ms
-from gateway.storage.sqlite import compaction, wear
+from gateway.storage.sqlite import compaction, outbox, wear
 from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
 from gateway.storage.sqlite.connection import convert_sqlite_error
 from gateway.storage.sqlite.guard import RELIEF, Guard, Usage, emergency_cutoff, wal_size
@@ -57,6 +57,9 @@ from gateway.storage.sqlite.writer import SqliteSink
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+ForwardPolicy = Literal["stop", "drop_oldest"]
+"""``upstream.full_policy``: what the guard does when only unforwarded readings are
+left to make room with (``docs/upstream.md``)."""
 Clock = Callable[[], int]
 """Epoch milliseconds; tests pass a controlled clock."""
 
@@ -72,6 +75,7 @@ CHECKPOINT_WAL_BYTES = 8 * 1024 * 1024
 after a reset does not trigger it), far below the writer's own threshold."""
 WEAR_FIRST_PERSIST_S = 60.0
 COMPACTION_POLL_S = 1.0
+DROP_MIN_ROWS = 10_000
 
 
 def wall_clock_ms() -> int:
@@ -99,8 +103,10 @@ class Maintenance:
         guard: Guard,
         tracker: LateDataTracker,
         clock: Clock = wall_clock_ms,
+        forward: ForwardPolicy | None = None,
     ) -> None:
         self.sink = sink
+        self.forward = forward
         self.config = config
         self.metrics = metrics
         self.guard = guard
@@ -253,7 +259,10 @@ class Maintenance:
                 break
             tier, cutoff = await self._step(_next_space_cut)
             if cutoff is None:
-                guard.pause(f"{pressure}; nothing older than the rollups left to purge")
+                if self.forward == "drop_oldest" and await self._drop_unforwarded(pressure):
+                    continue
+                left = " (unforwarded readings are kept)" if self.forward else ""
+                guard.pause(f"{pressure}; nothing older than the rollups left to purge{left}")
                 break
             if not warned:
                 log.warning("storage guard: %s; purging the oldest %s data", pressure, tier)
@@ -264,6 +273,34 @@ class Maintenance:
         if relieved:
             guard.resume()
         self._sync_pause()
+
+    async def _drop_unforwarded(self, pressure: str) -> int:
+        """``upstream.full_policy = "drop_oldest"``: delete the oldest eighth of the
+        unforwarded readings (at least :data:`DROP_MIN_ROWS`) — logged and counted, never
+        silent. Returns how many (0: nothing left to drop)."""
+
+        def drop(conn: sqlite3.Connection) -> int:
+            backlog = outbox.pending(conn).count
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = outbox.drop_oldest(conn, max(DROP_MIN_ROWS, backlog // 8))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return n
+
+        dropped = await self._step(drop)
+        if dropped:
+            self.metrics.upstream.dropped += dropped
+            log.error(
+                "storage guard: %s; dropped the %d oldest UNFORWARDED readings"
+                " (upstream.full_policy = drop_oldest): they will never reach the centre",
+                pressure,
+                dropped,
+            )
+        return dropped
 
     def _sync_pause(self) -> None:
         self.metrics.storage.paused = self.guard.paused_reason is not None

@@ -132,6 +132,23 @@ MIGRATIONS: list[str] = [
         DELETE FROM readings_cold WHERE series_id = OLD.series_id AND ts = OLD.ts;
     END;
     """,
+    # 3 → 4: the forwarding outbox (gateway/storage/sqlite/outbox.py, docs/upstream.md,
+    # decision 0118). Filled only while [upstream] is configured, by a trigger on
+    # readings_hot that the store creates then (nothing is installed otherwise).
+    # outbox: a copy of every newly stored reading, seq = commit order;
+    # outbox_marks: when each batch that added rows was written (its first seq).
+    """
+    CREATE TABLE outbox (
+        seq       INTEGER PRIMARY KEY,
+        series_id INTEGER NOT NULL,
+        ts        INTEGER NOT NULL,
+        value     REAL NOT NULL
+    );
+    CREATE TABLE outbox_marks (
+        seq         INTEGER PRIMARY KEY,
+        received_at INTEGER NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

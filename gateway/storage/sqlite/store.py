@@ -6,8 +6,9 @@ in order:
 1. take the database lock (one gateway per file; ``tidegate restore`` checks it);
 2. ``quick_check`` the file; a damaged one is moved aside and a fresh one created;
 3. convert an old database to incremental auto-vacuum when that is cheap;
-4. install the hooks: late-data tracking for rollups (``BatchWriter.after_insert``)
-   and the size guard (``SqliteSink.admission``);
+4. install the hooks: late-data tracking for rollups (``BatchWriter.after_insert``),
+   the size guard (``SqliteSink.admission``), and — with ``forward`` — the outbox
+   trigger (:mod:`gateway.storage.sqlite.outbox`; removed again without it);
 5. open the sink (creates or migrates the schema);
 6. seed the receive clock and the series gate (every stored series key).
 
@@ -32,7 +33,8 @@ from gateway.storage.sqlite import receive_floor
 from gateway.storage.sqlite.guard import Guard
 from gateway.storage.sqlite.integrity import ensure_healthy, ensure_incremental_vacuum
 from gateway.storage.sqlite.lock import DatabaseLock
-from gateway.storage.sqlite.maintenance import Clock, Maintenance, wall_clock_ms
+from gateway.storage.sqlite.maintenance import Clock, ForwardPolicy, Maintenance, wall_clock_ms
+from gateway.storage.sqlite.outbox import SqliteOutbox
 from gateway.storage.sqlite.rollups import LateDataTracker
 from gateway.storage.sqlite.writer import SqliteSink
 
@@ -60,8 +62,10 @@ class SqliteStore:
         clock: Clock = wall_clock_ms,
         receive_clock: ReceiveClock | None = None,
         series_gate: SeriesGate | None = None,
+        forward: ForwardPolicy | None = None,
     ) -> None:
         self.config = config
+        self.forward = forward
         self.series_gate = series_gate
         self.sink = sink if sink is not None else build_sink(config)
         self.metrics = metrics
@@ -75,6 +79,9 @@ class SqliteStore:
             parse_size(config.min_free_disk),
             config.full_policy,
         )
+        self.outbox: SqliteOutbox | None = None
+        if forward is not None:
+            self.outbox = SqliteOutbox(self.sink.path, lambda: self.sink.connection)
 
     async def open(self) -> None:
         """Lock, check, hook and open; on failure nothing stays held."""
@@ -89,6 +96,7 @@ class SqliteStore:
             await asyncio.to_thread(ensure_incremental_vacuum, self.sink.path)
             self.sink.writer.after_insert = self.tracker
             self.sink.admission = self.guard.admission
+            self.sink.forward = self.forward is not None
             await self.sink.open()
             if self.receive_clock is not None:
                 await receive_floor.install(self.sink, self.receive_clock)
@@ -106,7 +114,13 @@ class SqliteStore:
     def maintenance(self) -> Maintenance:
         """The maintenance service on this store's writer connection."""
         return Maintenance(
-            self.sink, self.config, self.metrics, self.guard, self.tracker, self.clock
+            self.sink,
+            self.config,
+            self.metrics,
+            self.guard,
+            self.tracker,
+            self.clock,
+            forward=self.forward,
         )
 
     async def maintain(self) -> None:
@@ -115,6 +129,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         try:
+            if self.outbox is not None:
+                await self.outbox.close()
             await self.sink.close()
         finally:
             self.lock.release()

@@ -28,6 +28,7 @@ from gateway.errors import StorageError
 from gateway.models import DeadLetter, Reading, Tags
 from gateway.series_gate import SeriesGate
 from gateway.storage.base import WriteResult
+from gateway.storage.sqlite import outbox
 from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
 from gateway.storage.sqlite.connection import (
     apply_pragmas,
@@ -134,6 +135,9 @@ class BatchWriter:
         """Called inside the transaction after the readings' INSERT with the batch's
         ``(series_id, ts, value)`` rows in arrival order (duplicates included) — rollup
         late-data tracking, gateway.storage."""
+        self.outbox = False
+        """Whether the file forwards (its outbox trigger exists, :mod:`.outbox`): then
+        each batch that adds rows also records when it was written."""
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Warm the series cache (newest series first, up to the cache size)."""
@@ -146,6 +150,7 @@ class BatchWriter:
             self.series_ids[key] = series_id
         row = conn.execute("SELECT coalesce(max(id), 0) FROM dead_letters").fetchone()
         self._last_dead_letter_id = int(row[0])
+        self.outbox = outbox.enabled(conn)
 
     def _resolve_new(self, conn: sqlite3.Connection, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
         now_ms = int(time.time() * 1000)
@@ -187,6 +192,7 @@ class BatchWriter:
         )
         if not rows:
             return 0, 0, fresh
+        first_seq = outbox.last_seq(conn) + 1 if self.outbox else 0
         ceiling = cold_ceiling(conn)
         if min(stamps) >= ceiling:
             # The usual case (decided in C): every key is newer than anything cold, so
@@ -200,6 +206,9 @@ class BatchWriter:
             old = [row for row in rows if row[1] < ceiling]
             new = [row for row in rows if row[1] >= ceiling]
             stored = insert_rows(conn, old, skip_cold=True) + insert_rows(conn, new)
+        if first_seq and stored:
+            # The trigger copied the new rows into the outbox from first_seq on.
+            outbox.mark(conn, first_seq, int(time.time() * 1000))
         if self.after_insert is not None:
             self.after_insert(conn, rows)
         return stored, len(rows), fresh
@@ -283,6 +292,9 @@ class SqliteSink:
         self._conn: aiosqlite.Connection | None = None
         self.admission: Callable[[], None] | None = None
         """Called before each batch; raises StorageFull to hold writes (size guard)."""
+        self.forward: bool | None = None
+        """At open: install (True) or remove (False) the outbox trigger
+        (:mod:`.outbox`); ``None`` leaves the file as it is."""
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -306,6 +318,8 @@ class SqliteSink:
         def setup(conn: sqlite3.Connection) -> None:
             apply_pragmas(conn, self.synchronous, self.busy_timeout_ms)
             prepare_database(conn)
+            if self.forward is not None:
+                outbox.set_enabled(conn, self.forward)
             self.writer.load(conn)
 
         try:

@@ -234,7 +234,7 @@ def test_upgrading_a_version2_database_keeps_its_data_cold(tmp_path: Path) -> No
     version2_database(db)
     conn = sqlite3.connect(db, isolation_level=None)
     assert migrate(conn) == 2
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert counts(conn) == (0, 100)
     assert cold_ceiling(conn) == T0 + 99 * 1000 + 1  # just above the newest reading
     writer = BatchWriter(1024, 100, 1000)

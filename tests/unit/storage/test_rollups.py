@@ -238,7 +238,7 @@ async def test_upgrading_a_version1_database_with_data(tmp_path: Path) -> None:
         await sink.close()
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 3001
         assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 2
         # The old data is rolled up in the background after the upgrade.
