@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -207,6 +208,79 @@ class RetentionConfig(_Section):
         return value
 
 
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+PASSWORD_ENV = "PGPASSWORD"
+"""libpq's variable, honoured as the last source of a PostgreSQL password."""
+
+
+class PostgresConfig(_Section):
+    """A PostgreSQL server to write to (``[storage.postgresql]``; the forwarder's
+    ``[upstream]`` embeds the same keys). ``docs/central.md``.
+
+    The password never sits in ``url`` (which is printed): it comes from ``password``
+    (``TIDEGATE_<SECTION>__PASSWORD``), else ``password_file``, else ``PGPASSWORD``
+    (else libpq's ``~/.pgpass``, which asyncpg reads itself). ``sslmode`` and the
+    ``ssl*`` files mean what they mean to libpq. ``statement_timeout_s`` bounds every
+    statement twice: on the server (``statement_timeout``) and on the client, so a
+    silently dropped network fails the batch instead of hanging it.
+    """
+
+    url: str = Field(min_length=1)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sslmode: SslMode = "prefer"
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+    connect_timeout_s: float = Field(10.0, gt=0, le=3600)
+    statement_timeout_s: float = Field(30.0, gt=0, le=86_400)
+    keepalive_s: int = Field(30, ge=1, le=7200)
+    """TCP keepalive idle time (and probe interval) on the client's socket and, via
+    ``tcp_keepalives_idle``, the server's: a dead peer is noticed in about 4×."""
+    application_name: str = Field("tidegate", max_length=63)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_postgresql(cls, value: str) -> str:
+        check_postgres_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_and_files(self) -> PostgresConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        for name in ("password_file", "sslrootcert", "sslcert", "sslkey"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file not found: {path}")
+        if (self.sslcert is None) != (self.sslkey is None):
+            raise ValueError("sslcert and sslkey must be given together")
+        return self
+
+
+def check_postgres_url(url: str) -> None:
+    """ValueError unless ``url`` is ``postgresql://[user@]host[:port]/database`` (or
+    ``postgres://``) without a password in it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a PostgreSQL URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must start with postgresql:// (postgresql://user@host:5432/database)")
+    if parts.password is not None:
+        raise ValueError(
+            "holds a password, and URLs get printed: give it in password,"
+            " password_file or PGPASSWORD instead"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError("names no host (postgresql://user@host:5432/database)")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    if not parts.path.strip("/"):
+        raise ValueError("names no database (postgresql://user@host:5432/database)")
+
+
 WEAK_SYNCHRONOUS_NAME = "NORMAL_LOSES_ACKS_ON_POWER_CUT"
 """``storage.synchronous`` for SQLite's ``NORMAL``: commits are not fsynced, so a power
 cut loses readings that were already acknowledged (the broker will not resend them)."""
@@ -215,8 +289,18 @@ WEAK_SYNCHRONOUS = frozenset({"NORMAL", "OFF"})
 
 
 class StorageConfig(_Section):
-    """``[storage]``: the SQLite database and its lifecycle (``docs/storage.md``)."""
+    """``[storage]``: the SQLite database and its lifecycle (``docs/storage.md``), or
+    with ``backend = "postgresql"`` a central PostgreSQL written directly
+    (``[storage.postgresql]``, ``docs/central.md``)."""
 
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    postgresql: PostgresConfig | None = None
+    """The server when ``backend = "postgresql"`` (required then, refused otherwise)."""
+    gateway_id: str | None = Field(None, min_length=1, max_length=128)
+    """The id this gateway's series carry centrally (``backend = "postgresql"``).
+    Default: ``mqtt.shared_group`` if set (every member of a direct-mode group must
+    write under one id, so a message redelivered to another member meets its first
+    copy), else the host name."""
     path: Path = Path("tidegate.db")
     synchronous: Literal["FULL", "EXTRA", "NORMAL_LOSES_ACKS_ON_POWER_CUT"] = "FULL"
     """How each commit reaches the disk (``docs/decisions/0080``). ``FULL`` (default): the
@@ -254,6 +338,22 @@ class StorageConfig(_Section):
                 f' "{WEAK_SYNCHRONOUS_NAME}" to accept that, or use "FULL" (the default)'
             )
         return value
+
+    @model_validator(mode="after")
+    def _backend_has_its_server(self) -> StorageConfig:
+        if self.backend == "postgresql" and self.postgresql is None:
+            raise ConfigError(
+                "storage.postgresql.url",
+                'required with storage.backend = "postgresql"'
+                ' ([storage.postgresql] url = "postgresql://user@host:5432/db")',
+            )
+        if self.backend != "postgresql" and self.postgresql is not None:
+            raise ConfigError(
+                "storage.backend",
+                '[storage.postgresql] is set but backend is "sqlite";'
+                ' write backend = "postgresql" to use it',
+            )
+        return self
 
     @property
     def sqlite_synchronous(self) -> str:
@@ -585,7 +685,13 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
 
 def local_gateway_id(settings: Settings | None) -> str:
     """The id this gateway's readings carry in the fleet (``docs/fleet.md``): the host
-    name unless configured (with forwarding, ``upstream.gateway_id``). A local store
-    labels its rows with it and answers a ``gateway`` filter naming it. ``None`` (no
-    configuration at hand): the host name."""
+    name unless configured (with forwarding, ``upstream.gateway_id``; writing straight
+    into PostgreSQL, ``storage.gateway_id``, whose default is ``mqtt.shared_group``). A
+    local store labels its rows with it and answers a ``gateway`` filter naming it.
+    ``None`` (no configuration at hand): the host name."""
+    if settings is not None and settings.storage.backend == "postgresql":
+        if settings.storage.gateway_id:
+            return settings.storage.gateway_id
+        if settings.mqtt.shared_group:
+            return settings.mqtt.shared_group
     return socket.gethostname() or "tidegate"
