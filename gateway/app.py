@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import faults
-from gateway.config import Settings
+from gateway.config import Settings, local_gateway_id
 from gateway.discovery.service import DiscoveryService
 from gateway.errors import StorageError
 from gateway.health import readiness
@@ -187,7 +187,11 @@ class Gateway:
             settings.storage.max_series, settings.storage.max_new_series_per_message
         )
         self.store = write_store(
-            settings.storage, self.metrics, self.receive_clock, self.series_gate
+            settings.storage,
+            self.metrics,
+            self.receive_clock,
+            self.series_gate,
+            gateway_id=local_gateway_id(settings),
         )
         writer: WriteStore = self.store
         if faults.value("storage-outage") or faults.value("writer-crash"):

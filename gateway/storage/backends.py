@@ -23,11 +23,40 @@ def write_store(
     metrics: Metrics,
     receive_clock: ReceiveClock | None = None,
     series_gate: SeriesGate | None = None,
+    *,
+    gateway_id: str = "",
 ) -> WriteStore:
     """The write side for a running gateway (one per database). With ``receive_clock``,
     the store seeds it at open and keeps its floor with the batches (decision 0082);
-    with ``series_gate``, the store seeds it with its series at open (decision 0154)."""
+    with ``series_gate``, the store seeds it with its series at open (decision 0154).
+    ``storage.backend = "postgresql"``: the central store, written under ``gateway_id``
+    (:func:`gateway.config.local_gateway_id`; decision 0112 says what of the clock and
+    the gate it honours)."""
+    if config.backend == "postgresql":
+        return _postgres_store(config, metrics, receive_clock, series_gate, gateway_id)
     return SqliteStore(config, metrics, receive_clock=receive_clock, series_gate=series_gate)
+
+
+def _postgres_store(
+    config: StorageConfig,
+    metrics: Metrics,
+    receive_clock: ReceiveClock | None,
+    series_gate: SeriesGate | None,
+    gateway_id: str,
+) -> WriteStore:
+    # Imported here: asyncpg is an optional extra (no armv7 wheels), never loaded on
+    # the SQLite path.
+    try:
+        from gateway.storage.postgresql.store import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(
+            "storage.backend",
+            f'"postgresql" needs the PostgreSQL driver ({exc.name} is missing):'
+            " pip install 'tidegate[postgresql]'",
+        ) from None
+    if not gateway_id:
+        raise ConfigError("storage.gateway_id", "is empty")
+    return PostgresStore(config, metrics, gateway_id, receive_clock, series_gate)
 
 
 def read_store(

@@ -169,3 +169,86 @@ def test_exposed_api_refuses_a_short_token_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="shorter than 16") as caught:
         api_service(settings)
     assert caught.value.key == "api.token_file"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "fragment"),
+    [
+        ('[storage]\nbackend = "postgresql"\n', "storage.postgresql.url", "required"),
+        ('[storage]\nbackend = "mysql"\n', "storage.backend", "postgresql"),
+        (
+            '[storage.postgresql]\nurl = "postgresql://h/db"\n',
+            "storage.backend",
+            'backend = "postgresql"',
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\nurl = "mysql://h/db"\n',
+            "storage.postgresql.url",
+            "postgresql://",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\n'
+            'url = "postgresql://u:secret@h/db"\n',
+            "storage.postgresql.url",
+            "password",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\nurl = "postgresql://h"\n',
+            "storage.postgresql.url",
+            "database",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\n'
+            'url = "postgresql://h:99999/db"\n',
+            "storage.postgresql.url",
+            "",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\n'
+            'url = "postgresql://h/db"\nsslmode = "sometimes"\n',
+            "storage.postgresql.sslmode",
+            "verify-full",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\n'
+            'url = "postgresql://h/db"\nsslrootcert = "/nonexistent/ca.pem"\n',
+            "storage.postgresql",
+            "file not found",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\n[storage.postgresql]\n'
+            'url = "postgresql://h/db"\nstatement_timeout_s = 0\n',
+            "storage.postgresql.statement_timeout_s",
+            "greater than 0",
+        ),
+    ],
+)
+def test_bad_postgresql_config_names_the_key(
+    tmp_path: Path, toml: str, key: str, fragment: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    assert info.value.key == key
+    assert fragment in str(info.value)
+
+
+def test_postgresql_backend_password_and_gateway_id(tmp_path: Path) -> None:
+    from gateway.config import local_gateway_id
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[storage]\nbackend = "postgresql"\n[storage.postgresql]\n'
+        'url = "postgresql://tidegate@db.example:5433/central"\nsslmode = "require"\n'
+        '[mqtt]\nshared_group = "plant"\n'
+    )
+    settings = load_settings(cfg, environ={"TIDEGATE_STORAGE__POSTGRESQL__PASSWORD": "s3cret"})
+    pg = settings.storage.postgresql
+    assert pg is not None and pg.sslmode == "require"
+    assert pg.password is not None and pg.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in str(masked_dump(settings))
+    # a direct-mode group shares one id: the shared group's name, unless configured
+    assert local_gateway_id(settings) == "plant"
+    named = load_settings(cfg, environ={"TIDEGATE_STORAGE__GATEWAY_ID": "site-a"})
+    assert local_gateway_id(named) == "site-a"

@@ -41,7 +41,11 @@ async def conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def test_series_ids_are_created_once_and_cached(conn: asyncpg.Connection) -> None:
     series = CentralSeries(cache_size=100)
-    keys = [SeriesKey("s1", "temp", "C"), SeriesKey("s1", "hum"), SeriesKey("s2", "t", "", '{"a":"b"}')]
+    keys = [
+        SeriesKey("s1", "temp", "C"),
+        SeriesKey("s1", "hum"),
+        SeriesKey("s2", "t", "", '{"a":"b"}'),
+    ]
     first = await series.ids(conn, "gw", keys)
     assert sorted(first) == sorted(keys) and len(set(first.values())) == 3
     assert series.created == 3
@@ -57,6 +61,7 @@ async def test_concurrent_ids_from_two_connections_agree(pg_url: str) -> None:
     try:
         await migrate(conns[0])
         keys = [SeriesKey(f"s{i}", "m") for i in range(300)]
+
         # Each writer asks for an overlapping set in its own order, in its own transaction.
         async def resolve(conn: asyncpg.Connection, order: list[SeriesKey]) -> dict[SeriesKey, int]:
             async with conn.transaction():
