@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from gateway import request
 from gateway.config import Settings, StorageConfig, load_settings, local_gateway_id
-from gateway.errors import StorageError
+from gateway.errors import ConfigError, StorageError
 from gateway.storage.backends import central_read_store, read_store
 from gateway.storage.base import ReadStore
 
@@ -73,10 +73,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def db_path(args: argparse.Namespace) -> Path:
-    """``--db`` if given, else ``storage.path`` from the config."""
+    """``--db`` if given, else ``storage.path`` from the config — which a gateway that
+    writes straight into PostgreSQL does not have: then a ConfigError (exit 2) says so
+    (these are the SQLite file's tools: backup, restore, vacuum, dead-letter replay)."""
     if getattr(args, "db", None) is not None:
         return Path(args.db)
-    return settings_from(args).storage.path
+    storage = settings_from(args).storage
+    if storage.backend != "sqlite":
+        raise ConfigError(
+            "storage.backend",
+            f'is "{storage.backend}": this command works on a SQLite file (give --db FILE);'
+            " the central PostgreSQL is backed up and vacuumed by its own tools (pg_dump,"
+            " autovacuum), docs/central.md",
+        )
+    return storage.path
 
 
 class Reader:
