@@ -305,11 +305,12 @@ class Gateway:
             service_tasks.append(task)
             supervisor.watch(task)
             self.started.set()
+            storage = self.settings.storage
             log.info(
                 "tidegate running: broker %s:%d, database %s",
                 self.settings.mqtt.host,
                 self.settings.mqtt.port,
-                self.settings.storage.path,
+                storage.postgresql.shown_url if storage.postgresql else storage.path,
             )
             await self._stop.wait()
             if self.failure:

@@ -239,6 +239,17 @@ class PostgresConfig(_Section):
     ``tcp_keepalives_idle``, the server's: a dead peer is noticed in about 4×."""
     application_name: str = Field("tidegate", max_length=63)
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be printed: scheme, user, host, port and database only."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
     @field_validator("url")
     @classmethod
     def _url_is_postgresql(cls, value: str) -> str:

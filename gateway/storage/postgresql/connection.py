@@ -43,13 +43,7 @@ _TLS_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 
 def shown_url(config: PostgresConfig) -> str:
     """The server's URL as it may be printed (it never holds a password)."""
-    parts = urlsplit(config.url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    user = f"{parts.username}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
+    return config.shown_url
 
 
 def password_of(config: PostgresConfig, environ: dict[str, str] | None = None) -> str | None:
