@@ -30,6 +30,7 @@ a double and can land a microsecond off).
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -300,8 +301,25 @@ async def copy_readings(
     return await _copy(conn, rows)
 
 
-async def _copy(conn: Any, rows: Sequence[tuple[int, int, float]]) -> int:
+_staged: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Connections whose staging table was created outside any transaction (it lives as long
+as the session: no ``CREATE … IF NOT EXISTS`` round trip per batch)."""
+
+
+async def prepare_connection(conn: Any) -> None:
+    """Create ``conn``'s staging table now, outside a transaction (call it after
+    connecting; without it :func:`copy_readings` creates the table in each batch's
+    transaction, one round trip more)."""
+    if conn.is_in_transaction():
+        return
     await conn.execute(_STAGING_DDL)
+    _staged.add(conn)
+
+
+async def _copy(conn: Any, rows: Sequence[tuple[int, int, float]]) -> int:
+    if conn not in _staged:
+        # Inside the caller's transaction: a rollback would take the table with it.
+        await conn.execute(_STAGING_DDL)
     await conn.copy_records_to_table(
         STAGING, records=rows, columns=("series_id", "ts_ms", "value"), schema_name="pg_temp"
     )

@@ -63,6 +63,7 @@ from gateway.storage.postgresql.ingest import (
     SeriesKey,
     copy_readings,
     is_missing_partition,
+    prepare_connection,
 )
 from gateway.storage.postgresql.schema import migrate
 from gateway.storage.sqlite.schema import tags_from_text, tags_to_text
@@ -128,6 +129,7 @@ class PostgresStore:
         conn = await connect(self.server)
         try:
             await migrate(conn)
+            await prepare_connection(conn)
             mode = await conn.fetchval(_REGISTER, self.gateway_id)
             if mode != "direct":
                 raise StorageError(
@@ -153,7 +155,13 @@ class PostgresStore:
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.is_closed():
             self._conn = None
-            self._conn = await connect(self.server)
+            conn = await connect(self.server)
+            try:
+                await prepare_connection(conn)
+            except Exception as exc:
+                conn.terminate()
+                raise convert_error(exc, f"preparing a connection to {self.shown}") from None
+            self._conn = conn
             self.reconnects += 1
             log.warning("reconnected to %s", self.shown)
         return self._conn
