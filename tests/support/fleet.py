@@ -1,0 +1,221 @@
+"""A small fleet in a central store, for the tests of the fleet view (Grafana's SQL, the
+read-only role, the hub): three gateways (two edges, one direct group) × two sensors (one
+with a quote in its id) × two metrics, a reading every 10 s over three hours across a day
+boundary (two daily partitions).
+
+"Maintenance" (this module's own SQL) has rolled everything up before
+:data:`ROLLED_UP_BEFORE`; later minutes are pending. Then a late reading lands in an
+already rolled-up minute: its minute and hour rollups are stale and marked pending, so a
+reader must answer them from the raw readings (the central read rule, SCHEMA.md).
+
+The schema belongs to :data:`OWNER` (the role gateways write as); :func:`create_reader`
+runs ``deploy/postgresql/reader-role.sql`` as the documentation says.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[2]
+READER_ROLE_SQL = ROOT / "deploy" / "postgresql" / "reader-role.sql"
+OWNER = "tidegate"
+READER = "tidegate_reader"
+
+START = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
+END = START + timedelta(hours=3)
+STEP_MS = 10_000
+GATEWAYS = {"site-a": "edge", "site-b": "edge", "site-c": "direct"}
+SENSORS = ("probe-1", "o'brien")
+METRICS = {"temperature": "°C", "humidity": "%"}
+ROLLED_UP_BEFORE = START + timedelta(hours=2, minutes=40)
+LATE_AT = START + timedelta(minutes=30, seconds=5)
+LATE_VALUE = 1000.0
+
+# The central schema of /work/wt/SCHEMA.md, until gateway/storage/postgresql/schema.py's
+# migrate() is on main.
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS tidegate;
+CREATE TABLE tidegate.schema_version (version integer NOT NULL);
+CREATE TABLE tidegate.series (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gateway_id text NOT NULL, sensor_id text NOT NULL, metric text NOT NULL,
+    unit text NOT NULL DEFAULT '', tags text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (gateway_id, sensor_id, metric, unit, tags));
+CREATE TABLE tidegate.readings_data (
+    series_id bigint NOT NULL, ts timestamptz NOT NULL, value double precision NOT NULL,
+    PRIMARY KEY (series_id, ts)) PARTITION BY RANGE (ts);
+CREATE TABLE tidegate.rollup_1m (
+    series_id bigint NOT NULL, bucket timestamptz NOT NULL,
+    vmin double precision NOT NULL, vmax double precision NOT NULL, vsum double precision NOT NULL,
+    n bigint NOT NULL, vlast double precision NOT NULL, last_ts timestamptz NOT NULL,
+    PRIMARY KEY (series_id, bucket));
+CREATE TABLE tidegate.rollup_1h (LIKE tidegate.rollup_1m INCLUDING ALL);
+CREATE TABLE tidegate.rollup_pending (
+    series_id bigint NOT NULL, bucket timestamptz NOT NULL, PRIMARY KEY (series_id, bucket));
+CREATE TABLE tidegate.dead_letters (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, gateway_id text NOT NULL,
+    received_at timestamptz NOT NULL, subscription text NOT NULL, topic text NOT NULL,
+    payload bytea NOT NULL, payload_size integer NOT NULL, reason text NOT NULL);
+CREATE INDEX dead_letters_by_gateway_time ON tidegate.dead_letters (gateway_id, received_at);
+CREATE TABLE tidegate.gateways (
+    gateway_id text PRIMARY KEY, mode text NOT NULL CHECK (mode IN ('edge', 'direct')),
+    position bigint NOT NULL DEFAULT 0, forwarded bigint NOT NULL DEFAULT 0,
+    backlog bigint NOT NULL DEFAULT 0, oldest_pending timestamptz, last_forward timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE VIEW tidegate.readings AS
+    SELECT s.gateway_id, s.sensor_id, s.metric, r.ts, r.value, NULLIF(s.unit, '') AS unit
+    FROM tidegate.readings_data r JOIN tidegate.series s ON s.id = r.series_id;
+INSERT INTO tidegate.schema_version VALUES (1);
+"""
+
+ROLLUP_1M = """
+INSERT INTO tidegate.rollup_1m (series_id, bucket, vmin, vmax, vsum, n, vlast, last_ts)
+SELECT series_id, date_bin('1 minute', ts, timestamptz 'epoch'), min(value), max(value),
+       sum(value), count(*), (array_agg(value ORDER BY ts DESC))[1], max(ts)
+FROM tidegate.readings_data WHERE ts < $1 GROUP BY 1, 2
+"""
+ROLLUP_1H = """
+INSERT INTO tidegate.rollup_1h (series_id, bucket, vmin, vmax, vsum, n, vlast, last_ts)
+SELECT series_id, date_bin('1 hour', bucket, timestamptz 'epoch'), min(vmin), max(vmax),
+       sum(vsum), sum(n), (array_agg(vlast ORDER BY last_ts DESC))[1], max(last_ts)
+FROM tidegate.rollup_1m GROUP BY 1, 2
+"""
+
+Key = tuple[str, str, str]  # gateway, sensor, metric
+Rows = dict[Key, list[tuple[int, float]]]  # (ts_ms, value), ascending
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def signal(g: int, s: int, m: int, ts_ms: int) -> float:
+    return round(10 * g + 3 * s + m + math.sin(ts_ms / 600_000 + g + s) * 5, 4)
+
+
+def fleet_rows() -> Rows:
+    rows: Rows = {}
+    for g, gateway in enumerate(GATEWAYS):
+        for s, sensor in enumerate(SENSORS):
+            for m, metric in enumerate(METRICS):
+                rows[(gateway, sensor, metric)] = [
+                    (t, signal(g, s, m, t)) for t in range(ms(START), ms(END), STEP_MS)
+                ]
+    return rows
+
+
+async def load(conn: asyncpg.Connection, rows: Rows) -> dict[Key, int]:
+    """The schema, the readings, the rollups up to ROLLED_UP_BEFORE and the late reading;
+    gateway positions and dead letters."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    await conn.execute(SCHEMA)
+    for day in (START.date(), END.date()):
+        nxt = day + timedelta(days=1)
+        await conn.execute(
+            f"CREATE TABLE tidegate.readings_data_p{day:%Y%m%d} PARTITION OF tidegate.readings_data"
+            f" FOR VALUES FROM ('{day}') TO ('{nxt}')"
+        )
+    ids: dict[Key, int] = {}
+    for key in rows:
+        ids[key] = await conn.fetchval(
+            "INSERT INTO tidegate.series (gateway_id, sensor_id, metric, unit)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
+            *key,
+            METRICS[key[2]],
+        )
+
+    async def write(records: list[tuple[int, datetime, float]]) -> None:
+        await conn.copy_records_to_table(
+            "readings_data", schema_name="tidegate", records=records,
+            columns=["series_id", "ts", "value"],
+        )  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO tidegate.rollup_pending VALUES ($1, date_bin('1 minute', $2::timestamptz,"
+            " timestamptz 'epoch')) ON CONFLICT DO NOTHING",
+            [(sid, ts) for sid, ts, _v in records],
+        )
+
+    await write(
+        [
+            (ids[key], epoch + timedelta(milliseconds=t), v)
+            for key, series in rows.items()
+            for t, v in series
+        ]
+    )
+    await conn.execute(ROLLUP_1M, ROLLED_UP_BEFORE)
+    await conn.execute(ROLLUP_1H)
+    await conn.execute("DELETE FROM tidegate.rollup_pending WHERE bucket < $1", ROLLED_UP_BEFORE)
+    late = ("site-b", SENSORS[1], "temperature")
+    rows[late].append((ms(LATE_AT), LATE_VALUE))
+    rows[late].sort()
+    await write([(ids[late], LATE_AT, LATE_VALUE)])
+
+    now = datetime.now(UTC)
+    await conn.executemany(
+        "INSERT INTO tidegate.gateways (gateway_id, mode, position, forwarded, backlog,"
+        " oldest_pending, last_forward) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            (
+                "site-a",
+                "edge",
+                77,
+                4321,
+                12,
+                now - timedelta(seconds=30),
+                now - timedelta(seconds=2),
+            ),
+            ("site-b", "edge", 5, 999, 4000, now - timedelta(hours=2), now - timedelta(hours=1)),
+            ("site-c", "direct", 0, 0, 0, None, None),
+        ],
+    )
+    await conn.executemany(
+        "INSERT INTO tidegate.dead_letters (gateway_id, received_at, subscription, topic,"
+        " payload, payload_size, reason) VALUES ($1, $2, 'sensors', $3, $4, $5, $6)",
+        [
+            ("site-a", START + timedelta(minutes=5), "sensors/x/t", b"{", 1, "not JSON"),
+            ("site-a", START + timedelta(minutes=50), "sensors/y/t", b"[]", 2, "no readings"),
+            ("site-b", START - timedelta(days=1), "sensors/z/t", b"?", 1, "not JSON"),
+            ("site-b", START + timedelta(hours=2), "sensors/z/t", b"???", 3, "not JSON"),
+        ],
+    )
+    return ids
+
+
+def as_role(url: str, role: str) -> str:
+    """``url`` with ``role`` as its user (the test server trusts loopback)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+async def create_owner(admin_url: str) -> str:
+    """The role gateways write as, allowed to create the schema; its URL."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", OWNER)
+        if not exists:
+            await conn.execute(f"CREATE ROLE {OWNER} LOGIN")
+        database = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO {OWNER}')
+    finally:
+        await conn.close()
+    return as_role(admin_url, OWNER)
+
+
+def create_reader(admin_url: str) -> str:
+    """Run deploy/postgresql/reader-role.sql with psql, as docs/fleet.md says; the
+    reader's URL."""
+    done = subprocess.run(
+        ["psql", admin_url, "-X", "-q", "-v", f"reader={READER}", "-v", f"owner={OWNER}",
+         "-f", str(READER_ROLE_SQL)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return as_role(admin_url, READER)
