@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -19,6 +20,9 @@ from gateway.storage.backends import central_read_store, read_store
 from gateway.storage.base import ReadStore
 
 T = TypeVar("T")
+
+STORE_ENV = "TIDEGATE_STORE"
+"""The central store a read command (and ``tidegate serve``) reads without ``--store``."""
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +54,9 @@ def add_read_arguments(parser: argparse.ArgumentParser, gateway: bool = True) ->
         "--store",
         metavar="URL",
         default=None,
-        help="the central store instead: postgresql://user@host:port/db (password from"
-        " PGPASSWORD or ~/.pgpass; a read-only role is enough)",
+        help="the central store instead: postgresql://user@host:port/db (default:"
+        f" ${STORE_ENV} unless --db is given; password from PGPASSWORD or ~/.pgpass; a"
+        " read-only role is enough)",
     )
     if gateway:
         parser.add_argument(
@@ -134,16 +139,25 @@ class Reader:
             self._loop.close()
 
 
+def central_url(args: argparse.Namespace) -> str | None:
+    """The central store a read command reads: ``--store``, else ``$TIDEGATE_STORE``
+    unless ``--db`` names a file; None: a gateway's own file."""
+    url = getattr(args, "store", None)
+    if not url and getattr(args, "db", None) is None:
+        url = os.environ.get(STORE_ENV) or None
+    return url or None
+
+
 @contextlib.contextmanager
 def open_reader(args: argparse.Namespace) -> Iterator[tuple[Reader, str]]:
     """The read side the command should read — ``--store`` (the central store),
-    ``--db`` or the config's ``storage.path`` — and what to call it (the path, or the
-    URL without its password).
+    ``--db``, ``$TIDEGATE_STORE`` or the config's ``storage.path``, in that order — and
+    what to call it (the path, or the URL without its password).
 
     A gateway's file labels its rows with the local gateway id
     (:func:`gateway.config.local_gateway_id` of ``--config``; with ``--db`` and no
     ``--config``, this host's name)."""
-    url = getattr(args, "store", None)
+    url = central_url(args)
     if url:
         store, shown = central_read_store(url)
         reader = Reader(store)

@@ -17,12 +17,10 @@ import asyncio
 import os
 from typing import Any
 
-from gateway.cli.common import add_config_argument, setup_logging
+from gateway.cli.common import STORE_ENV, add_config_argument, setup_logging
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.storage.backends import central_read_store
-
-STORE_ENV = "TIDEGATE_STORE"
 
 
 def register(subparsers: Any) -> None:

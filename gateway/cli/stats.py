@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import add_read_arguments, gateway_of, open_reader
+from gateway.cli.common import add_read_arguments, central_url, gateway_of, open_reader
 from gateway.status import read_status, status_path
 from gateway.validation import format_ms
 
@@ -38,7 +38,7 @@ def handle(args: argparse.Namespace) -> int:
         totals = reader(reader.store.stats(gateway))
         details = reader(reader.store.details(gateway))
     # A gateway keeps its status file next to its own database (not for --store).
-    live = None if getattr(args, "store", None) else read_status(status_path(Path(path)))
+    live = None if central_url(args) else read_status(status_path(Path(path)))
     if args.format == "json":
         print(
             json.dumps(
