@@ -219,3 +219,99 @@ def create_reader(admin_url: str) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return as_role(admin_url, READER)
+
+
+class Hub:
+    """``tidegate serve --store URL`` as a subprocess on a free loopback port, with a
+    config of its own (``api`` lines for its ``[api]`` section); ``url`` once it answers."""
+
+    def __init__(self, tmp: Path, store_url: str, api: str = "", name: str = "hub") -> None:
+        from tests.support import HOST, free_port
+
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.config = tmp / f"{name}.toml"
+        self.config.write_text(f'[log]\nlevel = "INFO"\n\n[api]\nport = {self.port}\n{api}\n')
+        self.log_path = tmp / f"{name}.log"
+        self.store_url = store_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Hub:
+        import os
+        import sys
+
+        from tests.support import api_answers, wait_for
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+        env["TIDEGATE_STORE"] = self.store_url
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tidegate serve exited {self.proc.returncode}:\n{self.log()}")
+            return api_answers(self.port)
+
+        wait_for(up, timeout, what="tidegate serve to answer /healthz")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Hub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+
+async def copy_file_to_central(conn: asyncpg.Connection, db: Path, gateway_id: str) -> None:
+    """Everything of an edge's SQLite file — series, readings, dead letters — into the
+    central store as ``gateway_id``, through the ingest path every writer uses
+    (``migrate``, ``CentralSeries.ids``, ``copy_readings``)."""
+    import sqlite3
+
+    from gateway.storage.postgresql.ingest import CentralSeries, SeriesKey, copy_readings
+    from gateway.storage.postgresql.schema import migrate
+
+    await migrate(conn)
+    edge = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        series = {
+            sid: SeriesKey(sensor, metric, unit, tags)
+            for sid, sensor, metric, unit, tags in edge.execute(
+                "SELECT id, sensor_id, metric, unit, tags FROM series"
+            )
+        }
+        readings = edge.execute("SELECT series_id, ts, value FROM readings").fetchall()
+        letters = edge.execute(
+            "SELECT received_at, subscription, topic, payload, payload_size, reason"
+            " FROM dead_letters ORDER BY id"
+        ).fetchall()
+    finally:
+        edge.close()
+    async with conn.transaction():
+        ids = await CentralSeries().ids(conn, gateway_id, series.values())
+        await copy_readings(conn, [(ids[series[sid]], ts, value) for sid, ts, value in readings])
+        await conn.executemany(
+            "INSERT INTO tidegate.dead_letters (gateway_id, received_at, subscription, topic,"
+            " payload, payload_size, reason) VALUES ($1, timestamptz 'epoch' + $2::bigint"
+            " * interval '1 millisecond', $3, $4, $5, $6, $7)",
+            [(gateway_id, *letter) for letter in letters],
+        )
