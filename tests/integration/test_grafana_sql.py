@@ -203,7 +203,7 @@ def check_values(
         expected = averages(rows, keys, 3_600_000)
         assert len(expected) == 3 * len(keys)
         assert got(result) == pytest.approx(expected)
-    elif title == "Readings per gateway":
+    elif title == "Readings per gateway and hour":
         counts: dict[tuple[str, int], float] = defaultdict(float)
         for key, series in rows.items():
             if key[0] in selected:
