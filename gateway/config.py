@@ -95,6 +95,13 @@ class MqttConfig(_Section):
     receive_maximum: int = Field(1000, ge=1, le=65535)
     connections: int = Field(1, ge=1, le=64)
     shared_group: str | None = None
+    slots: int = Field(8, ge=1, le=256)
+    """Writing straight into PostgreSQL with a ``shared_group``: broker sessions of the
+    group (client ids ``<client_id>-0`` …), spread over its live processes and taken
+    over from a dead one (``docs/central.md``, decision 0124). Ignored otherwise."""
+    slot_claim_interval_s: float = Field(5.0, gt=0, le=300)
+    """How often a group member checks the slots: a dead member's slots are taken over
+    within about this long after PostgreSQL noticed the death."""
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)

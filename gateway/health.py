@@ -35,7 +35,11 @@ def readiness(metrics: Metrics, broker_connected: bool) -> Readiness:
     reasons: list[str] = []
     if metrics.failure:
         reasons.append(f"gateway failing, exiting after a bounded drain: {metrics.failure}")
-    if not broker_connected:
+    slots = metrics.slots
+    if slots is not None and not slots.locks_ok:
+        why = slots.locks_error or "not joined yet"
+        reasons.append(f"mqtt slots: cannot check the group's claims in PostgreSQL ({why})")
+    elif not broker_connected:
         reasons.append("broker not connected")
     for topic_filter, why in sorted(metrics.subscriptions_refused.items()):
         reasons.append(f"broker refused subscription {topic_filter!r}: {why}")

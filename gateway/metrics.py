@@ -162,6 +162,28 @@ class LagState:
 
 
 @dataclass
+class SlotState:
+    """The client-id slots of a direct-mode group as this process holds them
+    (:mod:`gateway.sources.slots`)."""
+
+    total: int = 0
+    """``mqtt.slots``: broker sessions of the group."""
+    held: tuple[int, ...] = ()
+    """Slots this process drives now."""
+    members: int = 0
+    """Live members of the group at the last survey."""
+    claims: int = 0
+    takeovers: int = 0
+    """Claims of a slot whose member had left the group (died or stopped)."""
+    releases: int = 0
+    """Slots handed over gracefully (to balance the group, or at shutdown)."""
+    drops: int = 0
+    """Slots closed at once because their claim was gone or could not be checked."""
+    locks_ok: bool = False
+    locks_error: str = ""
+
+
+@dataclass
 class Metrics:
     """Everything the gateway counts. Message counts are per MQTT message; ``readings_*``
     per reading."""
@@ -206,6 +228,8 @@ class Metrics:
     queue_capacity: int = 0
     storage: StorageCounters = field(default_factory=StorageCounters)
     upstream: UpstreamCounters = field(default_factory=UpstreamCounters)
+    slots: SlotState | None = None
+    """Set when the gateway shares an MQTT group through client-id slots."""
 
     def subscription(self, label: str) -> SubscriptionCounters:
         counters = self.by_subscription.get(label)

@@ -98,7 +98,15 @@ async def readyz(request: Request) -> Response:
     writable) — :func:`gateway.health.readiness`."""
     state = state_of(request)
     verdict = readiness(state.gateway.metrics, state.gateway.source.connected)
-    body = {"status": verdict.status, "reasons": verdict.reasons}
+    body: dict[str, Any] = {"status": verdict.status, "reasons": verdict.reasons}
+    slots = state.gateway.metrics.slots
+    if slots is not None:
+        body["slots"] = {
+            "held": list(slots.held),
+            "total": slots.total,
+            "members": slots.members,
+            "locks_ok": slots.locks_ok,
+        }
     if not verdict.ok:
         return reply({**body, "error": "; ".join(verdict.reasons)}, status=503)
     return reply(body)

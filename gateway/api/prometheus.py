@@ -280,6 +280,37 @@ def render(
         storage.maintenance_step,
     )
 
+    slots = metrics.slots
+    if slots is not None:  # a member of a direct-mode group (docs/central.md)
+        out.single(
+            "tidegate_mqtt_slots",
+            "gauge",
+            "Client-id slots of the group (mqtt.slots).",
+            slots.total,
+        )
+        out.single(
+            "tidegate_mqtt_slots_held",
+            "gauge",
+            "Slots this process drives (one MQTT session each).",
+            len(slots.held),
+        )
+        out.single(
+            "tidegate_mqtt_slot_members", "gauge", "Live members of the group.", slots.members
+        )
+        out.single(
+            "tidegate_mqtt_slot_locks_ok",
+            "gauge",
+            "1 while the slot claims can be checked in PostgreSQL.",
+            1 if slots.locks_ok else 0,
+        )
+        for name, value, text in (
+            ("claims", slots.claims, "Slots claimed."),
+            ("takeovers", slots.takeovers, "Slots taken over from a member that left."),
+            ("releases", slots.releases, "Slots handed over gracefully."),
+            ("drops", slots.drops, "Slots closed at once: their claim was gone or unknown."),
+        ):
+            out.single(f"tidegate_mqtt_slot_{name}_total", "counter", text, value)
+
     if connections is not None:
         out.single(
             "tidegate_api_connections", "gauge", "Open HTTP API connections.", connections.open

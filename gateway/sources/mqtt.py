@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import ssl
@@ -45,22 +46,26 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway import faults
 from gateway.config import MqttConfig, PipelineConfig, SubscriptionConfig
-from gateway.errors import ProtocolError
+from gateway.errors import ProtocolError, StorageError
 from gateway.lag import BROKER_TOPICS
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, SlotState
 from gateway.models import DeadLetter, Envelope
 from gateway.pipeline import Pipeline
 from gateway.router import Router
 from gateway.sources import _paho_adapter as adapter
 from gateway.sources.packets import MESSAGE_OVERHEAD
+from gateway.sources.slots import SlotManager
 from gateway.sources.subscriptions import (
     CONFIG_OWNER,
     FilterGroup,
     Record,
     Registry,
     SessionStore,
+    decode_record,
+    encode_record,
     plan,
 )
+from gateway.storage.base import SlotLocks
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +145,20 @@ class Connection:
         pipeline: Pipeline,
         metrics: Metrics,
         broker_stats: BrokerStats | None = None,
+        *,
+        client_id: str | None = None,
+        may_connect: Callable[[], bool] | None = None,
+        retiring: bool = False,
     ) -> None:
         self.index = index
+        self.retiring = retiring
+        """Bring the session to no subscriptions at all (a slot above ``mqtt.slots``
+        being emptied: what is queued there still arrives and is stored)."""
+        self.first = index == 0 and client_id is None
+        """The connection that also carries the non-shared groups (never a slot's)."""
+        self.may_connect = may_connect
+        """Asked before every connect attempt; False ends :meth:`run` (a slot whose
+        claim is gone must not take its session back from the new owner)."""
         self.broker_stats = broker_stats
         self.config = config
         self.limits: PipelineConfig = pipeline.config
@@ -151,9 +168,13 @@ class Connection:
         self.router = router
         self.pipeline = pipeline
         self.metrics = metrics
-        self.client_id = (
+        self.client_id = client_id or (
             config.client_id if config.connections == 1 else f"{config.client_id}-{index}"
         )
+        self.unacked = 0
+        """QoS 1/2 messages handed to the pipeline and not acknowledged yet."""
+        self.last_message = 0.0
+        """``time.monotonic()`` when the last message arrived (0: none yet)."""
         self.pending: deque[adapter.RawMessage] = deque()
         self.pending_bytes = 0
         """Size of ``pending`` as the reader counts it (:func:`packets.message_size`)."""
@@ -182,9 +203,15 @@ class Connection:
         """Everything one socket read brought (called by the adapter on the loop)."""
         self.pending.extend(messages)
         self.pending_bytes += size
+        self.last_message = time.monotonic()
         self._idle.clear()
         self._wakeup.set()
         handle = messages[-1][5]
+        if self._stopped_reading and not handle.paused:
+            # Asked to stop while the connection was still being set up (a slot handed
+            # over at once): the session's backlog must not keep flowing in.
+            adapter.pause_reading(handle)
+            return
         if self.pending_bytes >= self.high_water and not handle.paused:
             self._backpressured = True
             self.metrics.paused_reads += 1
@@ -202,6 +229,7 @@ class Connection:
     def _ack(self, handle: adapter.PahoHandle, mid: int, qos: int) -> None:
         # Acked on the connection the message came on; a packet id from an earlier
         # connection means nothing (the broker redelivers, the sink ignores repeats).
+        self.unacked -= 1
         if adapter.ack(handle, mid, qos):
             self.metrics.acks_sent += 1
         else:
@@ -244,6 +272,7 @@ class Connection:
                 envelope = reject(topic, payload, problem) if problem else route(topic, payload)
                 if qos:
                     envelope.ack = partial(self._ack, handle, mid, qos)
+                    self.unacked += 1
                 await submit(envelope)
                 if self._backpressured and self.pending_bytes <= self.low_water:
                     self._backpressured = False
@@ -264,6 +293,9 @@ class Connection:
         """Connect, subscribe, wait for the connection to end, reconnect; until closed."""
         attempt = 0
         while not self._closing.is_set():
+            if self.may_connect is not None and not self.may_connect():
+                self._state("not connecting", "this process no longer holds the slot")
+                return
             client = build_client(self.config, self.client_id, self.packet_limit)
             # Session messages can arrive (and even commit) before __aenter__ returns:
             # each message carries its connection's handle for the ack.
@@ -364,13 +396,18 @@ class Connection:
     async def _reconcile(self, client: aiomqtt.Client, remembered: Record | None) -> str:
         """Bring the session from ``remembered`` to the wanted filters; returns a summary
         for the log. Call with ``_sub_lock`` held."""
-        first = self.index == 0
+        first = self.first
         registry = self.registry
-        change = plan(
-            registry.wanted(first),
-            remembered,
-            lambda owner, sent: registry.disowned(owner, sent, first),
-        )
+        if self.retiring:
+            # Everything goes; without a record, at least what this group subscribes.
+            known = remembered if remembered is not None else registry.wanted(False)
+            change = plan({}, known, lambda _owner, _sent: True)
+        else:
+            change = plan(
+                registry.wanted(first),
+                remembered,
+                lambda owner, sent: registry.disowned(owner, sent, first),
+            )
         held = dict(change.target)
         refused = self.metrics.subscriptions_refused
         parts: list[str] = []
@@ -496,6 +533,12 @@ class MqttSource:
 
     ``state_path``: where the subscriptions of each broker session are remembered
     (:class:`SessionStore`; None keeps them in memory, so each start re-subscribes).
+
+    ``slot_locks``: the gateway is one member of a direct-mode group sharing
+    ``mqtt.shared_group`` with other processes (:mod:`gateway.sources.slots`): instead
+    of ``mqtt.connections`` fixed connections it drives one connection per client-id
+    slot it holds, ``<client_id>-<slot>``, and takes over the slots of members that
+    left. Those connections carry only the shared filter groups.
     """
 
     def __init__(
@@ -507,13 +550,15 @@ class MqttSource:
         metrics: Metrics,
         state_path: Path | None = None,
         broker_stats: BrokerStats | None = None,
+        slot_locks: SlotLocks | None = None,
     ) -> None:
         self.registry = Registry(config.shared_group)
         initial: dict[str, int] = {}
         for sub in subscriptions:
             initial[sub.topic] = max(sub.qos, initial.get(sub.topic, 0))
         self.filters(CONFIG_OWNER).set_initial(initial)
-        if not config.broker_stats:
+        if not config.broker_stats or slot_locks is not None:
+            # Slot sessions move between processes: none carries per-process filters.
             broker_stats = None
         if broker_stats is not None:
             # The broker's $SYS counters (gateway.lag), once per gateway, QoS 0; a broker
@@ -521,14 +566,87 @@ class MqttSource:
             probe = self.filters(BROKER_STATS_OWNER, shared=False, optional=True)
             probe.set_initial(dict.fromkeys(BROKER_TOPICS, 0))
         self.store = SessionStore(state_path)
-        self.connections = [
-            Connection(
-                i, config, self.registry, self.store, router, pipeline, metrics, broker_stats
-            )
-            for i in range(config.connections)
-        ]
         self._tasks: list[asyncio.Task[None]] = []
+        self._records: set[asyncio.Task[None]] = set()
         metrics.buffered = self.buffered
+        self.slots: SlotManager | None = None
+        self._fixed: list[Connection] = []
+        if slot_locks is None:
+            self._fixed = [
+                Connection(
+                    i, config, self.registry, self.store, router, pipeline, metrics, broker_stats
+                )
+                for i in range(config.connections)
+            ]
+            return
+
+        def slot_connection(slot: int, retiring: bool) -> Connection:
+            return Connection(
+                slot,
+                config,
+                self.registry,
+                self.store,
+                router,
+                pipeline,
+                metrics,
+                client_id=f"{config.client_id}-{slot}",
+                may_connect=lambda: self.slots is not None and self.slots.owns(slot),
+                retiring=retiring,
+            )
+
+        locks = slot_locks
+        self.store = SessionStore(None, on_save=self._record_slot)
+
+        async def prepare(slot: int) -> None:
+            # What the slot's session holds, as its last driver recorded it (a member
+            # that takes it over must not subscribe again: Mosquitto re-sends retained
+            # messages on a repeated SUBSCRIBE, shared or not).
+            client_id = f"{config.client_id}-{slot}"
+            text = await locks.load_record(slot)
+            record: Record | None = None
+            if text is not None:
+                try:
+                    record = decode_record(json.loads(text))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    log.warning("mqtt[%s] unreadable subscription record: %s", client_id, exc)
+            self.store.put(f"{config.host}:{config.port}/{client_id}", record)
+
+        metrics.slots = SlotState()
+        self.slots = SlotManager(
+            slot_locks,
+            config.slots,
+            config.slot_claim_interval_s,
+            slot_connection,
+            metrics.slots,
+            handover_timeout_s=pipeline.config.shutdown_timeout_s,
+            survey_timeout_s=min(config.connect_timeout_s, config.slot_claim_interval_s * 2),
+            prepare=prepare,
+        )
+        self._locks = locks
+
+    def _record_slot(self, key: str, record: Record) -> None:
+        """Record a slot session's subscriptions in the group's store (in the
+        background; a lost record only means the next driver subscribes again)."""
+        client_id = key.split("/", 1)[1]
+        slot = int(client_id.rsplit("-", 1)[1])
+        text = json.dumps(encode_record(record), separators=(",", ":"))
+
+        async def save() -> None:
+            try:
+                await self._locks.save_record(slot, text)
+            except StorageError as exc:  # the next driver subscribes again: logged only
+                log.warning("mqtt[%s] cannot record its subscriptions: %s", client_id, exc)
+
+        task = asyncio.ensure_future(save())
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The connections now: the fixed ones, or those of the slots held."""
+        if self.slots is None:
+            return self._fixed
+        return [c for c in self.slots.connections if isinstance(c, Connection)]
 
     def buffered(self) -> tuple[int, int]:
         """Messages and bytes read from the broker but not yet handed to the pipeline."""
@@ -548,7 +666,7 @@ class MqttSource:
         return group
 
     async def _apply(self, group: FilterGroup) -> bool:
-        scope = self.connections if group.shared else self.connections[:1]
+        scope = [c for c in self.connections if group.shared or c.first]
         results = await asyncio.gather(*(conn.resync() for conn in scope))
         return all(results)
 
@@ -558,7 +676,10 @@ class MqttSource:
         return list(self._tasks)
 
     def start(self) -> None:
-        """Start every connection and its reader."""
+        """Start every connection and its reader (with slots: the slot manager)."""
+        if self.slots is not None:
+            self._tasks.append(asyncio.create_task(self.slots.run(), name="mqtt-slots"))
+            return
         for conn in self.connections:
             self._tasks.append(asyncio.create_task(conn.run(), name=f"mqtt-{conn.client_id}"))
             conn.reader_task = asyncio.create_task(
@@ -568,13 +689,19 @@ class MqttSource:
 
     @property
     def connected(self) -> bool:
-        """True when every connection is up."""
+        """True when every connection is up (with slots: the claims are known and every
+        held slot's connection is up)."""
+        if self.slots is not None:
+            return self.slots.connected
         return all(c.connected.is_set() for c in self.connections)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until every connection is up (True) or the timeout passes (False)."""
         try:
             async with asyncio.timeout(timeout):
+                if self.slots is not None:
+                    while not self.slots.connected:
+                        await asyncio.sleep(0.05)
                 for conn in self.connections:
                     await conn.connected.wait()
         except TimeoutError:
@@ -584,10 +711,24 @@ class MqttSource:
     async def stop_reading(self, wait: bool = True) -> None:
         """Stop reading on every connection; with ``wait``, returns when buffers are
         handed over."""
+        if self.slots is not None:
+            await self.slots.stop_claiming()
         await asyncio.gather(*(c.stop_reading(wait) for c in self.connections))
 
     async def close(self) -> None:
-        """Disconnect every connection and end all tasks."""
+        """Disconnect every connection and end all tasks (with slots: then release the
+        claims, so no other member drives a session while this one still does)."""
+        if self.slots is not None:
+            await self.slots.stop_claiming()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*self._records, return_exceptions=True)
+            await self.slots.close()
+            return
         for conn in self.connections:
             conn.close()
         runners = self._tasks[0::2]

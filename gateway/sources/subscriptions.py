@@ -234,16 +234,47 @@ def plan(
     return Plan(subscribe, unsubscribe, unchanged, target)
 
 
+def encode_record(record: Record) -> dict[str, dict[str, object]]:
+    """``record`` as JSON-ready data (the file's per-session form)."""
+    return {
+        f: {"qos": qos, "owners": sorted(owners)} for f, (qos, owners) in sorted(record.items())
+    }
+
+
+def decode_record(data: Mapping[str, Mapping[str, object]]) -> Record:
+    """The inverse of :func:`encode_record`; raises ValueError/KeyError/TypeError on junk."""
+    out: Record = {}
+    for f, entry in data.items():
+        qos = entry["qos"]
+        owners = entry["owners"]
+        if not isinstance(qos, int) or not isinstance(owners, list):
+            raise TypeError(f"bad entry for {f!r}")
+        out[str(f)] = (qos, frozenset(map(str, owners)))
+    return out
+
+
 class SessionStore:
     """Per broker session, the filters it holds: a JSON file written atomically (temp
     file, fsync, rename, fsync of the directory), read at start. ``path=None`` keeps it
-    in memory only (every start is then "unknown")."""
+    in memory only (every start is then "unknown"). ``on_save(key, record)`` is called
+    after each change (a direct-mode group also records slot sessions in PostgreSQL)."""
 
     VERSION = 1
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self, path: Path | None, on_save: Callable[[str, Record], None] | None = None
+    ) -> None:
         self.path = path
+        self.on_save = on_save
         self._sessions: dict[str, Record] | None = None
+
+    def put(self, key: str, record: Record | None) -> None:
+        """Set what session ``key`` holds without writing it anywhere (None: unknown)."""
+        sessions = self._load_all()
+        if record is None:
+            sessions.pop(key, None)
+        else:
+            sessions[key] = dict(record)
 
     def _load_all(self) -> dict[str, Record]:
         if self._sessions is not None:
@@ -253,10 +284,7 @@ class SessionStore:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
                 for key, filters in data.get("sessions", {}).items():
-                    sessions[str(key)] = {
-                        str(f): (int(entry["qos"]), frozenset(map(str, entry["owners"])))
-                        for f, entry in filters.items()
-                    }
+                    sessions[str(key)] = decode_record(filters)
             except FileNotFoundError:
                 pass
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -280,17 +308,13 @@ class SessionStore:
         if sessions.get(key) == record:
             return
         sessions[key] = dict(record)
+        if self.on_save is not None:
+            self.on_save(key, dict(record))
         if self.path is None:
             return
         data = {
             "version": self.VERSION,
-            "sessions": {
-                k: {
-                    f: {"qos": qos, "owners": sorted(owners)}
-                    for f, (qos, owners) in sorted(filters.items())
-                }
-                for k, filters in sorted(sessions.items())
-            },
+            "sessions": {k: encode_record(filters) for k, filters in sorted(sessions.items())},
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:

@@ -67,6 +67,59 @@ class WriteStore(Protocol):
         """Flush and release everything; safe to call twice."""
 
 
+# --- direct-mode groups: who holds which MQTT client-id slot ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSurvey:
+    """The claims on a group's slots as the server sees them now."""
+
+    members: int
+    """Live processes of the group (each holds a member claim for its whole life)."""
+    mine: frozenset[int]
+    """Slots this process holds."""
+    taken: frozenset[int]
+    """Slots any process holds (``mine`` included)."""
+
+
+class SlotLocks(Protocol):
+    """Exclusive claims on the client-id slots of one direct-mode group
+    (:mod:`gateway.sources.slots`, ``docs/decisions/0124``), held by a store that sees
+    every member: a claim is released when its holder releases it, closes, or dies
+    (its connection to the store ends). Every call raises
+    :class:`~gateway.errors.StorageError` when the store cannot be asked; after that the
+    process must assume it holds nothing until :meth:`open` succeeds again."""
+
+    async def open(self) -> None:
+        """Connect (again) and join the group as a member; holds no slot yet."""
+
+    async def survey(self) -> SlotSurvey:
+        """Who holds what; also proves this process's claims are still held."""
+
+    async def try_claim(self, slot: int) -> bool:
+        """Claim ``slot`` if nobody holds it; False when someone does."""
+
+    async def release(self, slot: int) -> None:
+        """Give up ``slot`` (after its MQTT connection is closed)."""
+
+    async def load_record(self, slot: int) -> str | None:
+        """What the broker session of ``slot`` holds, as its driver last recorded it
+        (opaque text; None: never recorded)."""
+
+    async def save_record(self, slot: int, record: str) -> None:
+        """Record what ``slot``'s session holds, for whichever member drives it next."""
+
+    async def forget_record(self, slot: int) -> None:
+        """Drop ``slot``'s record (its session was emptied and retired)."""
+
+    async def recorded(self) -> frozenset[int]:
+        """Every slot whose record holds a subscription (an empty record is a session
+        that takes no share)."""
+
+    async def close(self) -> None:
+        """Leave the group, releasing every claim; safe to call twice."""
+
+
 # --- read side: what comes back --------------------------------------------------------
 
 
