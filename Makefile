@@ -59,7 +59,7 @@ typecheck: venv
 test: venv mosquitto postgresql chromium fuse docker-engine systemd-analyze lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: venv postgresql
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 demo: venv mosquitto

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import StorageConfig
-from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.receive_time import ReceiveClock
 from gateway.series_gate import SeriesGate
 from gateway.storage.base import ReadStore, WriteStore
+from gateway.storage.postgresql.reader import PostgresReader
+from gateway.storage.postgresql.urls import checked_url
 from gateway.storage.sqlite.reader import SqliteReader
 from gateway.storage.sqlite.store import SqliteStore
 
@@ -79,6 +80,8 @@ def central_read_store(
     url: str, *, threads: int = 4, timeout_s: float | None = 30.0
 ) -> tuple[ReadStore, str]:
     """A read side over the central PostgreSQL at ``url`` (password from ``PGPASSWORD``
-    or ``~/.pgpass``): up to ``threads`` connections, each statement stopped after
-    ``timeout_s``; and ``url`` as it may be shown (without a password)."""
-    raise ConfigError("--store", "the central store needs the PostgreSQL backend")
+    or ``~/.pgpass``; one inside the URL is accepted but never shown): up to
+    ``threads`` connections, each statement stopped after ``timeout_s``; and ``url`` as
+    it may be shown (without a password). Connects on first use."""
+    checked, shown = checked_url(url, "--store")
+    return PostgresReader(checked, threads=threads, timeout_s=timeout_s), shown

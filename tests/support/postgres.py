@@ -305,6 +305,37 @@ class PostgresServer:
         except OSError:
             return ""
 
+    async def require_password(self, role: str, password: str) -> None:
+        """Create login role ``role`` that must authenticate with ``password``
+        (scram-sha-256 over TCP; every other role keeps trust auth)."""
+        await self.execute(f"CREATE ROLE {_ident(role)} LOGIN PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {role} {HOST}/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())
+        await self.execute("SELECT pg_reload_conf()")
+        # The postmaster reloads on its SIGHUP, a moment later: wait until the role is
+        # refused without its password.
+        import asyncpg
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                conn = await asyncpg.connect(
+                    f"postgresql://{role}@{HOST}:{self.port}/postgres",
+                    password="",
+                    passfile="/nonexistent",
+                    timeout=5,
+                )
+            except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
+                return
+            except asyncpg.PostgresError as exc:
+                if "password" in str(exc):
+                    return
+                raise
+            await conn.close()
+            await asyncio.sleep(0.05)
+        raise AssertionError("pg_hba.conf reload did not take effect")
+
     # -- databases and SQL ---------------------------------------------------------------
 
     def url(self, database: str = "postgres") -> str:

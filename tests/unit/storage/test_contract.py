@@ -31,10 +31,14 @@ from gateway.models import DeadLetter, Reading
 from gateway.request import AGGREGATES, AggregateQuery, ReadingsQuery
 from gateway.storage.base import ReadStore, Selection, WriteStore
 from gateway.storage.memory import MemoryStore
+from gateway.storage.postgresql.reader import PostgresReader
 from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
 from gateway.storage.sqlite.reader import SqliteReader
 from gateway.storage.sqlite.rollups import rollup_all
 from gateway.storage.sqlite.store import SqliteStore
+from tests.support.central import CentralTestWriter
+from tests.support.central import settle as settle_central
+from tests.support.postgres import PostgresServer, PostgresUnavailable, find_bindir
 
 HOUR = 3_600_000
 MINUTE = 60_000
@@ -88,14 +92,48 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
         await store.close()
 
 
+@asynccontextmanager
+async def postgresql_backend(tmp_path: Path, server: PostgresServer) -> AsyncIterator[Backend]:
+    """A fresh database on the session's test PostgreSQL. Its time zone is not UTC on
+    purpose: nothing may depend on the server's TimeZone."""
+    name = server.new_database_name("contract")
+    url = await server.create_database_async(name)
+    await server.execute(f"ALTER DATABASE {name} SET timezone TO 'Asia/Kolkata'")
+    store = CentralTestWriter(url, GATEWAY)
+    await store.open()
+    reader = PostgresReader(url, threads=2, timeout_s=10)
+
+    async def settle() -> None:
+        await settle_central(url)
+
+    try:
+        yield Backend("postgresql", store, reader, settle)
+    finally:
+        await reader.close()
+        await store.close()
+        await server.drop_database_async(name)
+
+
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "memory": memory_backend,
     "sqlite": sqlite_backend,
 }
+SERVER_BACKENDS: dict[
+    str, Callable[[Path, PostgresServer], AbstractAsyncContextManager[Backend]]
+] = {"postgresql": postgresql_backend}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=sorted([*BACKENDS, *SERVER_BACKENDS]))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param in SERVER_BACKENDS:
+        try:
+            find_bindir()
+        except PostgresUnavailable as exc:
+            pytest.skip(str(exc))
+        server = request.getfixturevalue("postgres")  # started only when a test needs it
+        async with SERVER_BACKENDS[request.param](tmp_path, server) as opened:
+            yield opened
+        return
     async with BACKENDS[request.param](tmp_path) as opened:
         yield opened
 
