@@ -282,15 +282,32 @@ def _add_verify(subparsers: Any) -> None:
         "and nothing is stored twice or invented, and every faulty message was dead-lettered.",
     )
     p.add_argument("--report", type=Path, required=True, help="the run's --report file")
-    p.add_argument("--db", type=Path, required=True, help="the gateway's SQLite database")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", type=Path, help="the gateway's SQLite database")
+    where.add_argument(
+        "--store",
+        metavar="URL",
+        help="the central PostgreSQL store instead: postgresql://user@host:port/db"
+        " (password from PGPASSWORD or ~/.pgpass)",
+    )
+    p.add_argument(
+        "--gateway",
+        metavar="ID",
+        help="with --store: only this gateway's readings and dead letters",
+    )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    p.set_defaults(handler=_handle_verify)
+    p.set_defaults(handler=_handle_verify, parser=p)
 
 
 def _handle_verify(args: argparse.Namespace) -> int:
+    from gateway.request import gateway_filter
     from simulators.verify import render, verify
 
-    verdict = verify(args.report, args.db)
+    if args.gateway is not None and args.store is None:
+        args.parser.error("--gateway needs --store (a gateway's own database holds only it)")
+    verdict = verify(
+        args.report, args.db, store_url=args.store, gateway=gateway_filter(args.gateway)
+    )
     if args.json:
         print(json.dumps(verdict.as_dict()))
     else:

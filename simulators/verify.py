@@ -1,7 +1,10 @@
-"""``tidegate-sim verify``: compare a run's report with the gateway's database.
+"""``tidegate-sim verify``: compare a run's report with the gateway's database, or with
+the central PostgreSQL store it forwards into (``--store postgresql://…``, optionally
+``--gateway ID``: that gateway's readings and dead letters only).
 
-Reads the database through the gateway's read interface
-(:class:`gateway.storage.base.ReadStore`), all of it from **one snapshot**: a gateway
+Reads the store through the gateway's read interface
+(:class:`gateway.storage.base.ReadStore`), all of it from **one snapshot** (SQLite: one
+read transaction; PostgreSQL: one ``REPEATABLE READ`` transaction): a gateway
 that keeps ingesting and compacting meanwhile (moving readings between its tables)
 cannot make a reading look missing or stored twice. For each (sensor, metric) of the
 report, every series with that sensor and metric is read (whatever its unit and tags)
@@ -30,8 +33,8 @@ from typing import Any
 
 from gateway.config import StorageConfig
 from gateway.request import ReadingsQuery
-from gateway.storage.backends import read_store
-from gateway.storage.base import Reads, Selection
+from gateway.storage.backends import central_read_store, read_store
+from gateway.storage.base import Reads, ReadStore, Selection
 from gateway.validation import format_ms
 from simulators.aio import run_sync
 from simulators.report import LoadedReport, load_report
@@ -87,8 +90,11 @@ def _example(sensor: str, metric: str, ts: int) -> str:
     return f"{sensor}/{metric} @ {format_ms(ts)} ({ts})"
 
 
-async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Verdict:
-    """Compare ``report`` with what ``reads`` (one snapshot of a store) holds."""
+async def compare(
+    report: LoadedReport, reads: Reads, database: str = "", gateway: str | None = None
+) -> Verdict:
+    """Compare ``report`` with what ``reads`` (one snapshot of a store) holds; with
+    ``gateway``, only that gateway's series and dead letters (a central store)."""
     verdict = Verdict(run_id=report.run_id, database=database, qos=report.qos)
     verdict.series = len(report.series)
     for item in report.series:
@@ -100,7 +106,7 @@ async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Ver
         everything = acked | unconfirmed
         low = min([report.started_at_ms, *([min(everything)] if everything else [])])
         high = max([report.ended_at_ms, *([max(everything)] if everything else [])])
-        series = await reads.series(item.sensor_id, item.metric, counts=False)
+        series = await reads.series(item.sensor_id, item.metric, counts=False, gateway=gateway)
         # The gateway stores an empty unit as no unit (None); the report keeps "".
         sent_unit = item.unit or None
         verdict.unit_mismatches += sum(1 for s in series if (s.unit or None) != sent_unit)
@@ -109,6 +115,7 @@ async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Ver
             query = ReadingsQuery(
                 sensor=item.sensor_id,
                 metric=item.metric,
+                gateway=gateway,
                 since_ms=low,
                 until_ms=high + 1,
                 limit=0,
@@ -133,7 +140,7 @@ async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Ver
         for ts in sorted(unexpected)[: max(0, EXAMPLES - len(verdict.unexpected_examples))]:
             verdict.unexpected_examples.append(_example(item.sensor_id, item.metric, ts))
         verdict.unconfirmed_stored += len(stored & unconfirmed)
-    await _check_faults(report, reads, verdict)
+    await _check_faults(report, reads, verdict, gateway)
     if verdict.unit_mismatches:
         verdict.notes.append(
             f"{verdict.unit_mismatches} series stored with another unit than the simulator sent"
@@ -146,12 +153,16 @@ async def compare(report: LoadedReport, reads: Reads, database: str = "") -> Ver
     return verdict
 
 
-async def _check_faults(report: LoadedReport, reads: Reads, verdict: Verdict) -> None:
+async def _check_faults(
+    report: LoadedReport, reads: Reads, verdict: Verdict, gateway: str | None = None
+) -> None:
     prefix = f"{report.fault_marker}{report.run_id}-"
     pattern = re.compile(re.escape(prefix.encode()) + rb"([0-9]+)")
     found: dict[int, int] = {}
     selection = Selection(
-        since_ms=report.started_at_ms - WINDOW_SLACK_MS, payload_contains=prefix.encode()
+        since_ms=report.started_at_ms - WINDOW_SLACK_MS,
+        payload_contains=prefix.encode(),
+        gateway=gateway,
     )
     async for chunk in reads.stream_dead_letters(selection, limit=0):
         for dead in chunk:
@@ -174,20 +185,41 @@ async def _check_faults(report: LoadedReport, reads: Reads, verdict: Verdict) ->
         )
 
 
-async def verify_async(report: LoadedReport, db_path: Path) -> Verdict:
-    """Compare ``report`` with one snapshot of the database at ``db_path``."""
-    store = read_store(StorageConfig(), path=Path(db_path), threads=1, timeout_s=None)
+async def verify_async(
+    report: LoadedReport,
+    db_path: Path | None = None,
+    *,
+    store_url: str | None = None,
+    gateway: str | None = None,
+) -> Verdict:
+    """Compare ``report`` with one snapshot of the database at ``db_path``, or of the
+    central store at ``store_url`` (of one ``gateway`` when given)."""
+    store: ReadStore
+    if store_url is not None:
+        store, shown = central_read_store(store_url, threads=1, timeout_s=None)
+        where = shown if gateway is None else f"{shown} (gateway {gateway})"
+    elif db_path is not None:
+        store = read_store(StorageConfig(), path=Path(db_path), threads=1, timeout_s=None)
+        where = str(db_path)
+    else:
+        raise ValueError("verify needs a database path or a store URL")
     try:
         async with store.snapshot() as snapshot:
-            return await compare(report, snapshot, str(db_path))
+            return await compare(report, snapshot, where, gateway)
     finally:
         await store.close()
 
 
-def verify(report_path: Path, db_path: Path) -> Verdict:
-    """Load the report, read the database from one snapshot, compare."""
+def verify(
+    report_path: Path,
+    db_path: Path | None = None,
+    *,
+    store_url: str | None = None,
+    gateway: str | None = None,
+) -> Verdict:
+    """Load the report, read the store from one snapshot, compare."""
     report = load_report(report_path)
-    return run_sync(verify_async(report, db_path))
+    return run_sync(verify_async(report, db_path, store_url=store_url, gateway=gateway))
 
 
 def render(verdict: Verdict) -> str:
