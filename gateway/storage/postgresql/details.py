@@ -39,10 +39,11 @@ async def _report(conn: Connection, gateway: str | None) -> dict[str, Any]:
         version = await conn.fetchval("SELECT max(version) FROM tidegate.schema_version")
     tables: dict[str, int] = {}
     for name in TABLES:
-        # A partitioned table has no storage of its own: sum its tree.
+        # A partitioned table has no storage of its own: sum its partitions.
         size = await conn.fetchval(
-            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint"
-            " FROM pg_partition_tree(to_regclass($1))",
+            "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(pg_total_relation_size(t.relid))"
+            " FROM pg_partition_tree(c.oid) t) ELSE pg_total_relation_size(c.oid) END::bigint"
+            " FROM pg_class c WHERE c.oid = to_regclass($1)",
             f"tidegate.{name}",
         )
         tables[name] = int(size or 0)

@@ -239,7 +239,11 @@ async def readings(conn: Connection, query: ReadingsQuery) -> list[ReadingRow]:
     if query.after is not None:
         ts_after, id_after = query.after
         op = "<" if query.descending else ">"
-        where.append(f"(r.ts, r.series_id) {op} ({p.add(ts_after)}, {p.add(int(id_after))})")
+        ts_param = p.add(ts_after)
+        where.append(f"(r.ts, r.series_id) {op} ({ts_param}, {p.add(int(id_after))})")
+        # Implied by the row comparison, but only a plain bound on ts prunes partitions and
+        # narrows each series' index range (every chunk of an export has a cursor).
+        where.append(f"r.ts {op}= {ts_param}")
     sql = (
         "SELECT r.ts, r.series_id, r.value, s.gateway_id, s.sensor_id, s.metric, s.unit, s.tags"
         " FROM tidegate.readings_data r JOIN tidegate.series s ON s.id = r.series_id"

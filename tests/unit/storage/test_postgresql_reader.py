@@ -6,8 +6,11 @@ show a password. Against the session's test PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -236,7 +239,9 @@ async def test_several_gateways_in_one_store(central: Central) -> None:
     assert [g["gateway_id"] for g in details.data["gateways"]] == ["site-a"]
     assert details.data["gateways"][0]["position"] == 60
     assert details.data["partitions"][0]["name"] == "readings_data_p20241119"
-    assert details.data["table_bytes"]["readings_data"] > 0
+    sizes = details.data["table_bytes"]
+    assert sizes["readings_data"] > 0 and sizes["series"] > 0 and sizes["dead_letters"] > 0
+    assert details.data["total_bytes"] == sum(sizes.values())
     assert any(label == "gateway site-a" for label, _ in details.lines)
 
 
@@ -285,6 +290,37 @@ async def test_a_slow_statement_is_a_query_error_and_the_reader_goes_on(
         with pytest.raises(QueryError, match=r"longer than 0\.5s"):
             await reader._pool.run(sleepy)
         assert (await reader.stats()).readings == 0  # the one connection still works
+    finally:
+        await reader.close()
+
+
+async def test_a_server_that_stops_answering_is_cut_off_by_the_client_deadline(
+    central: Central,
+) -> None:
+    """A silent partition (or a frozen server) never answers, so no statement_timeout
+    fires: the client deadline does, the connection is dropped, the next call gets a
+    new one."""
+    await central.writers["site-a"].write_batch(minutely("a", 1), [])
+    reader = PostgresReader(central.url, threads=1, timeout_s=0.5)
+    database = central.url.rsplit("/", 1)[1]
+    try:
+        assert (await reader.stats()).readings == 60
+        pids = await central.server.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1"
+            " AND application_name = 'tidegate-read'",
+            database,
+        )
+        assert len(pids) == 1
+        backend = int(pids[0][0])
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(QueryError, match=r"longer than 0\.5s"):
+                await reader.stats()
+            assert time.monotonic() - started < 10
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        assert (await reader.stats()).readings == 60
     finally:
         await reader.close()
 
