@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import StorageConfig
+from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.receive_time import ReceiveClock
 from gateway.series_gate import SeriesGate
@@ -70,7 +71,19 @@ def read_store(
 ) -> ReadStore:
     """A read side for ``config`` (``path`` overrides ``storage.path``): ``threads``
     worker threads, each query stopped after ``timeout_s`` (``None``: never); its rows
-    carry ``gateway_id`` (the local gateway's, :func:`gateway.config.local_gateway_id`)."""
+    carry ``gateway_id`` (the local gateway's, :func:`gateway.config.local_gateway_id`).
+
+    ``storage.backend = "postgresql"`` (a direct-mode gateway's own API): the central
+    store it writes to, every gateway's rows with their own ids, at most ``threads``
+    connections (unless ``path`` names a file to read instead)."""
+    if config.backend == "postgresql" and path is None and config.postgresql is not None:
+        # Imported here: the connection settings module imports asyncpg.
+        from gateway.storage.postgresql.connection import connect_kwargs
+
+        options = connect_kwargs(config.postgresql)
+        return PostgresReader(
+            options["dsn"], threads=threads, timeout_s=timeout_s, password=options["password"]
+        )
     return SqliteReader(
         path if path is not None else config.path, threads, timeout_s, gateway_id=gateway_id
     )

@@ -98,8 +98,11 @@ def _convert(exc: Exception, timeout_s: float | None, what: str) -> Exception:
 class _PoolRunner:
     """Runs reads on pooled connections: one transaction per call."""
 
-    def __init__(self, url: str, threads: int, timeout_s: float | None) -> None:
+    def __init__(
+        self, url: str, threads: int, timeout_s: float | None, password: str | None = None
+    ) -> None:
         self.url = url
+        self._password = password
         self.threads = max(1, threads)
         self.timeout_s = timeout_s
         self._pool: Any = None
@@ -135,6 +138,7 @@ class _PoolRunner:
         async with converted(self.timeout_s, "connecting to the central store"):
             return await asyncpg.create_pool(
                 self.url,
+                password=self._password,
                 min_size=0,
                 max_size=self.threads,
                 timeout=CONNECT_TIMEOUT_S,
@@ -350,12 +354,19 @@ class _Reads:
 
 class PostgresReader(_Reads):
     """Readers of the central store at ``url`` (a ``postgresql://`` URL; the password
-    from it, ``PGPASSWORD`` or ``~/.pgpass``, as libpq does): at most ``threads``
-    connections, each statement stopped after ``timeout_s`` (``None``: no deadline, for
-    tools)."""
+    ``password``, else from the URL, ``PGPASSWORD`` or ``~/.pgpass``, as libpq does): at
+    most ``threads`` connections, each statement stopped after ``timeout_s`` (``None``:
+    no deadline, for tools)."""
 
-    def __init__(self, url: str, threads: int = 4, timeout_s: float | None = 30.0) -> None:
-        self._pool = _PoolRunner(url, threads, timeout_s)
+    def __init__(
+        self,
+        url: str,
+        threads: int = 4,
+        timeout_s: float | None = 30.0,
+        *,
+        password: str | None = None,
+    ) -> None:
+        self._pool = _PoolRunner(url, threads, timeout_s, password)
         self.timeout_s = timeout_s
         super().__init__(self._pool)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import StorageConfig
+from gateway.config import PostgresConfig, StorageConfig
 from gateway.errors import QueryError
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Reading
@@ -32,11 +32,11 @@ from gateway.request import AGGREGATES, AggregateQuery, ReadingsQuery
 from gateway.storage.base import ReadStore, Selection, WriteStore
 from gateway.storage.memory import MemoryStore
 from gateway.storage.postgresql.reader import PostgresReader
+from gateway.storage.postgresql.store import PostgresStore
 from gateway.storage.sqlite._aiosqlite_adapter import run_on_connection
 from gateway.storage.sqlite.reader import SqliteReader
 from gateway.storage.sqlite.rollups import rollup_all
 from gateway.storage.sqlite.store import SqliteStore
-from tests.support.central import CentralTestWriter
 from tests.support.central import settle as settle_central
 from tests.support.postgres import PostgresServer, PostgresUnavailable, find_bindir
 
@@ -99,12 +99,16 @@ async def postgresql_backend(tmp_path: Path, server: PostgresServer) -> AsyncIte
     name = server.new_database_name("contract")
     url = await server.create_database_async(name)
     await server.execute(f"ALTER DATABASE {name} SET timezone TO 'Asia/Kolkata'")
-    store = CentralTestWriter(url, GATEWAY)
+    config = StorageConfig(
+        backend="postgresql",
+        postgresql=PostgresConfig(url=url, statement_timeout_s=10, connect_timeout_s=5),
+    )
+    store = PostgresStore(config, Metrics(), GATEWAY)  # the direct-mode write side
     await store.open()
     reader = PostgresReader(url, threads=2, timeout_s=10)
 
     async def settle() -> None:
-        await settle_central(url)
+        await settle_central(url, NOW)
 
     try:
         yield Backend("postgresql", store, reader, settle)

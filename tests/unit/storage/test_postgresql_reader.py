@@ -13,13 +13,15 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from gateway.config import PostgresConfig, StorageConfig
 from gateway.errors import ConfigError, QueryError, StorageError
 from gateway.models import DeadLetter, Reading
 from gateway.request import AGGREGATES, AggregateQuery, ReadingsQuery
-from gateway.storage.backends import central_read_store
+from gateway.storage.backends import central_read_store, read_store
 from gateway.storage.base import Selection
 from gateway.storage.postgresql.reader import PostgresReader
 from gateway.storage.postgresql.tiers import Planner, Segment
@@ -394,13 +396,54 @@ async def test_the_password_comes_from_pgpassword(
         await store.close()
 
 
+async def test_a_direct_mode_gateway_reads_the_central_store_it_writes(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    """``read_store`` of ``[storage] backend = "postgresql"`` (the gateway's own API):
+    the central store, with the password from ``storage.postgresql.password_file``."""
+    database = pg_url.rsplit("/", 1)[1]
+    role = f"gw_{database}"[:60]
+    await postgres.require_password(role, "from-a-file")
+    await postgres.execute(f'GRANT ALL ON DATABASE "{database}" TO "{role}"')
+    writer = CentralTestWriter(pg_url, "hall")
+    await writer.open()
+    await writer.write_batch(minutely("a", 1), [])
+    await writer.close()
+    secret = tmp_path / "pw"
+    secret.write_text("from-a-file\n")
+    config = StorageConfig(
+        backend="postgresql",
+        postgresql=PostgresConfig(
+            url=f"postgresql://{role}@127.0.0.1:{postgres.port}/{database}",
+            password_file=secret,
+        ),
+    )
+    store = read_store(config, threads=1, timeout_s=5)
+    try:
+        with pytest.raises(StorageError, match="permission denied"):
+            await store.stats()  # logged in as the role (which may read nothing yet)
+    finally:
+        await store.close()
+    await postgres.execute(
+        f'GRANT USAGE ON SCHEMA tidegate TO "{role}";'
+        f' GRANT SELECT ON ALL TABLES IN SCHEMA tidegate TO "{role}"',
+        database=database,
+    )
+    store = read_store(config, threads=1, timeout_s=5)
+    try:
+        assert (await store.stats()).readings == 60
+        assert [g.gateway_id for g in await store.gateways()] == ["hall"]
+    finally:
+        await store.close()
+
+
 def test_the_sqlite_path_never_imports_asyncpg() -> None:
     """asyncpg has no armv7 wheels: a gateway, its CLI and its API on SQLite run
     without it (the central reader imports it on first use only)."""
     code = (
         "import sys\n"
         "import gateway.app, gateway.cli.main, gateway.api.app\n"
-        "from gateway.storage.backends import central_read_store\n"
+        "from gateway.storage.backends import central_read_store, read_store\n"
         "central_read_store('postgresql://u@127.0.0.1:1/x')\n"
         "assert 'asyncpg' not in sys.modules, 'asyncpg imported'\n"
     )
