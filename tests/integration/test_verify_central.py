@@ -14,7 +14,8 @@ import pytest
 
 from gateway.models import DeadLetter, Reading
 from simulators.report import Group, Ledger, write_report
-from simulators.verify import render, verify
+from simulators.verify import Verdict, render, verify
+from tests.support import HOST, Broker, start_gateway, wait_for
 from tests.support.central import CentralTestWriter
 from tests.support.postgres import PostgresServer
 
@@ -135,3 +136,62 @@ async def test_the_cli_verifies_a_store_and_never_shows_its_password(
         timeout=60,
     )
     assert misuse.returncode == 2 and "--gateway needs --store" in misuse.stderr
+
+
+def test_a_live_direct_mode_run_verifies_exactly_against_the_central_store(
+    fresh_broker: Broker, pg_url: str, tmp_path: Path
+) -> None:
+    """A simulated fleet (with malformed messages and duplicates) into a direct-mode
+    gateway writing to PostgreSQL, then ``tidegate-sim verify --store``: every
+    acknowledged reading stored once, every acknowledged fault a dead letter."""
+    extra = f'[storage.postgresql]\nurl = "{pg_url}"\nstatement_timeout_s = 5\n'
+    env = {
+        "TIDEGATE_STORAGE__BACKEND": "postgresql",
+        "TIDEGATE_STORAGE__GATEWAY_ID": "plant-1",
+        "TIDEGATE_STORAGE__MAINTENANCE_INTERVAL_S": "1",
+    }
+    gateway = start_gateway(tmp_path, fresh_broker, "direct", extra=extra, env=env)
+    report = tmp_path / "run.json"
+    try:
+        sim = subprocess.run(
+            [
+                sys.executable, "-m", "simulators", "run",
+                "--host", HOST, "--port", str(fresh_broker.port),
+                "--sensors", "20", "--connections", "2", "--rate", "5", "--count", "20",
+                "--malformed", "0.03", "--duplicates", "0.03", "--seed", "7",
+                "--report", str(report), "--no-progress", "-q",
+            ],
+            timeout=120,
+        )  # fmt: skip
+        assert sim.returncode == 0
+        last: list[Verdict] = []
+
+        def verified() -> bool:
+            last[:] = [verify(report, store_url=pg_url, gateway="plant-1")]
+            return last[0].ok
+
+        wait_for(verified, 60, 0.5, what="the gateway to store what was acknowledged")
+        verdict = last[0]
+        assert verdict.published > 0 and verdict.stored == verdict.published
+        assert verdict.duplicates_stored == verdict.unexpected == 0
+        assert verdict.faults_expected > 0
+        assert verdict.faults_dead_lettered == verdict.faults_expected
+        assert gateway.terminate() == 0, gateway.log_text()[-3000:]
+    finally:
+        gateway.ensure_stopped()
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "simulators", "verify", "--report", str(report),
+            "--store", pg_url, "--gateway", "plant-1", "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    final = json.loads(done.stdout)
+    assert (final["published"], final["stored"], final["missing"]) == (
+        verdict.published,
+        verdict.published,
+        0,
+    )
