@@ -37,44 +37,6 @@ ROLLED_UP_BEFORE = START + timedelta(hours=2, minutes=40)
 LATE_AT = START + timedelta(minutes=30, seconds=5)
 LATE_VALUE = 1000.0
 
-# The central schema of /work/wt/SCHEMA.md, until gateway/storage/postgresql/schema.py's
-# migrate() is on main.
-SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS tidegate;
-CREATE TABLE tidegate.schema_version (version integer NOT NULL);
-CREATE TABLE tidegate.series (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    gateway_id text NOT NULL, sensor_id text NOT NULL, metric text NOT NULL,
-    unit text NOT NULL DEFAULT '', tags text NOT NULL DEFAULT '',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (gateway_id, sensor_id, metric, unit, tags));
-CREATE TABLE tidegate.readings_data (
-    series_id bigint NOT NULL, ts timestamptz NOT NULL, value double precision NOT NULL,
-    PRIMARY KEY (series_id, ts)) PARTITION BY RANGE (ts);
-CREATE TABLE tidegate.rollup_1m (
-    series_id bigint NOT NULL, bucket timestamptz NOT NULL,
-    vmin double precision NOT NULL, vmax double precision NOT NULL, vsum double precision NOT NULL,
-    n bigint NOT NULL, vlast double precision NOT NULL, last_ts timestamptz NOT NULL,
-    PRIMARY KEY (series_id, bucket));
-CREATE TABLE tidegate.rollup_1h (LIKE tidegate.rollup_1m INCLUDING ALL);
-CREATE TABLE tidegate.rollup_pending (
-    series_id bigint NOT NULL, bucket timestamptz NOT NULL, PRIMARY KEY (series_id, bucket));
-CREATE TABLE tidegate.dead_letters (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, gateway_id text NOT NULL,
-    received_at timestamptz NOT NULL, subscription text NOT NULL, topic text NOT NULL,
-    payload bytea NOT NULL, payload_size integer NOT NULL, reason text NOT NULL);
-CREATE INDEX dead_letters_by_gateway_time ON tidegate.dead_letters (gateway_id, received_at);
-CREATE TABLE tidegate.gateways (
-    gateway_id text PRIMARY KEY, mode text NOT NULL CHECK (mode IN ('edge', 'direct')),
-    position bigint NOT NULL DEFAULT 0, forwarded bigint NOT NULL DEFAULT 0,
-    backlog bigint NOT NULL DEFAULT 0, oldest_pending timestamptz, last_forward timestamptz,
-    updated_at timestamptz NOT NULL DEFAULT now());
-CREATE VIEW tidegate.readings AS
-    SELECT s.gateway_id, s.sensor_id, s.metric, r.ts, r.value, NULLIF(s.unit, '') AS unit
-    FROM tidegate.readings_data r JOIN tidegate.series s ON s.id = r.series_id;
-INSERT INTO tidegate.schema_version VALUES (1);
-"""
-
 ROLLUP_1M = """
 INSERT INTO tidegate.rollup_1m (series_id, bucket, vmin, vmax, vsum, n, vlast, last_ts)
 SELECT series_id, date_bin('1 minute', ts, timestamptz 'epoch'), min(value), max(value),
@@ -112,50 +74,28 @@ def fleet_rows() -> Rows:
 
 
 async def load(conn: asyncpg.Connection, rows: Rows) -> dict[Key, int]:
-    """The schema, the readings, the rollups up to ROLLED_UP_BEFORE and the late reading;
-    gateway positions and dead letters."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    await conn.execute(SCHEMA)
-    for day in (START.date(), END.date()):
-        nxt = day + timedelta(days=1)
-        await conn.execute(
-            f"CREATE TABLE tidegate.readings_data_p{day:%Y%m%d} PARTITION OF tidegate.readings_data"
-            f" FOR VALUES FROM ('{day}') TO ('{nxt}')"
-        )
+    """The schema (``migrate``), the readings through the ingest path every writer uses
+    (``CentralSeries.ids``, ``copy_readings``: partitions, COPY, pending marks), the
+    rollups up to ROLLED_UP_BEFORE and then the late reading; gateway positions and dead
+    letters."""
+    from gateway.storage.postgresql.ingest import CentralSeries, SeriesKey, copy_readings
+    from gateway.storage.postgresql.schema import migrate
+
+    await migrate(conn)
+    central = CentralSeries()
     ids: dict[Key, int] = {}
-    for key in rows:
-        ids[key] = await conn.fetchval(
-            "INSERT INTO tidegate.series (gateway_id, sensor_id, metric, unit)"
-            " VALUES ($1, $2, $3, $4) RETURNING id",
-            *key,
-            METRICS[key[2]],
-        )
-
-    async def write(records: list[tuple[int, datetime, float]]) -> None:
-        await conn.copy_records_to_table(
-            "readings_data", schema_name="tidegate", records=records,
-            columns=["series_id", "ts", "value"],
-        )  # fmt: skip
-        await conn.executemany(
-            "INSERT INTO tidegate.rollup_pending VALUES ($1, date_bin('1 minute', $2::timestamptz,"
-            " timestamptz 'epoch')) ON CONFLICT DO NOTHING",
-            [(sid, ts) for sid, ts, _v in records],
-        )
-
-    await write(
-        [
-            (ids[key], epoch + timedelta(milliseconds=t), v)
-            for key, series in rows.items()
-            for t, v in series
-        ]
-    )
+    for gateway in GATEWAYS:
+        keys = {k: SeriesKey(k[1], k[2], METRICS[k[2]]) for k in rows if k[0] == gateway}
+        found = await central.ids(conn, gateway, keys.values())
+        ids.update({k: found[key] for k, key in keys.items()})
+    await copy_readings(conn, [(ids[k], t, v) for k, series in rows.items() for t, v in series])
     await conn.execute(ROLLUP_1M, ROLLED_UP_BEFORE)
     await conn.execute(ROLLUP_1H)
     await conn.execute("DELETE FROM tidegate.rollup_pending WHERE bucket < $1", ROLLED_UP_BEFORE)
     late = ("site-b", SENSORS[1], "temperature")
     rows[late].append((ms(LATE_AT), LATE_VALUE))
     rows[late].sort()
-    await write([(ids[late], LATE_AT, LATE_VALUE)])
+    await copy_readings(conn, [(ids[late], ms(LATE_AT), LATE_VALUE)])
 
     now = datetime.now(UTC)
     await conn.executemany(
@@ -315,3 +255,60 @@ async def copy_file_to_central(conn: asyncpg.Connection, db: Path, gateway_id: s
             " * interval '1 millisecond', $3, $4, $5, $6, $7)",
             [(gateway_id, *letter) for letter in letters],
         )
+
+
+SITES = {"harbour": "edge", "orchard": "edge", "plant-direct": "direct"}
+STOPPED_SITE = "orchard"
+"""Stopped forwarding 25 minutes ago (its sensors go stale, its header is highlighted)."""
+
+
+async def live_sites(conn: asyncpg.Connection, now_ms: int, sensors: int = 4) -> int:
+    """Three simulated sites up to ``now_ms`` through the ingest path: the last two hours
+    of readings every 30 s of ``sensors`` sensors × (temperature, humidity) each (signal
+    models of the simulator), the forward positions of the two edges (one stopped 25
+    minutes ago with a backlog) and a direct-mode group. Returns readings written."""
+    import random
+
+    from gateway.storage.postgresql.ingest import CentralSeries, SeriesKey, copy_readings
+    from gateway.storage.postgresql.schema import migrate
+    from simulators import signals
+
+    await migrate(conn)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    written = 0
+    central = CentralSeries()
+    for g, (site, mode) in enumerate(SITES.items()):
+        stop = now_ms - 25 * 60_000 if site == STOPPED_SITE else now_ms
+        names = [f"{site}-{kind}" for kind in ("greenhouse", "cellar", "office", "roof")][:sensors]
+        rng = random.Random(g)
+        noise = random.Random(100 + g)
+        fleet = [(name, signals.build(("temperature", "humidity"), rng)) for name in names]
+        keys = {
+            (name, metric): SeriesKey(name, metric, signals.UNITS[metric])
+            for name, _models in fleet
+            for metric in ("temperature", "humidity")
+        }
+        async with conn.transaction():
+            ids = await central.ids(conn, site, keys.values())
+            rows = []
+            for step in range(240, -1, -1):
+                ts = now_ms - step * 30_000
+                if ts > stop:
+                    continue
+                for name, models in fleet:
+                    for metric, model in zip(("temperature", "humidity"), models, strict=True):
+                        value = round(model.next(ts / 1000, noise), 2)
+                        rows.append((ids[keys[(name, metric)]], ts, value))
+            written += await copy_readings(conn, rows)
+            last = epoch + timedelta(milliseconds=stop)
+            await conn.execute(
+                "INSERT INTO tidegate.gateways (gateway_id, mode, position, forwarded, backlog,"
+                " oldest_pending, last_forward) VALUES ($1, $2, $3, $3, $4, $5, $6)",
+                site,
+                mode,
+                len(rows) if mode == "edge" else 0,
+                3_000 if site == STOPPED_SITE else 0,
+                last if site == STOPPED_SITE else None,
+                last if mode == "edge" else None,
+            )
+    return written
