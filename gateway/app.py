@@ -34,6 +34,7 @@ from gateway.health import readiness
 from gateway.lag import LagTracker
 from gateway.metrics import Metrics
 from gateway.models import DeadLetter, Reading
+from gateway.parsing import parse_size
 from gateway.pipeline import Pipeline
 from gateway.receive_time import ReceiveClock
 from gateway.router import Router
@@ -41,7 +42,7 @@ from gateway.series_gate import SeriesGate
 from gateway.sources._paho_adapter import check_compatible
 from gateway.sources.mqtt import MqttSource
 from gateway.status import STATUS_INTERVAL_S, snapshot, status_path, write_status
-from gateway.storage.backends import write_store
+from gateway.storage.backends import outbox_of, write_store
 from gateway.storage.base import WriteResult, WriteStore
 
 log = logging.getLogger(__name__)
@@ -186,12 +187,19 @@ class Gateway:
         self.series_gate = SeriesGate(
             settings.storage.max_series, settings.storage.max_new_series_per_message
         )
+        # Forwarding to the central store (docs/upstream.md): the store keeps an outbox
+        # and the forwarder runs as a supervised task.
+        upstream = settings.upstream
+        if upstream is not None:
+            self.metrics.upstream.configured = True
+            self.metrics.upstream.degraded_after_s = upstream.degraded_after_s
         self.store = write_store(
             settings.storage,
             self.metrics,
             self.receive_clock,
             self.series_gate,
             gateway_id=local_gateway_id(settings),
+            forward=None if upstream is None else upstream.full_policy,
         )
         writer: WriteStore = self.store
         if faults.value("storage-outage") or faults.value("writer-crash"):
@@ -277,6 +285,23 @@ class Gateway:
         except Exception:  # the writer failed: the supervisor logged it already
             return False
 
+    async def _forward(self) -> None:
+        """The forwarder (:mod:`gateway.upstream`) until cancelled."""
+        # Imported here, not at the top: it needs asyncpg, an optional extra that the
+        # SQLite-only gateway (armv7 has no wheels) must run without.
+        from gateway.upstream.forwarder import Forwarder
+
+        upstream = self.settings.upstream
+        outbox = outbox_of(self.store)
+        if upstream is None or outbox is None:
+            raise StorageError("forwarding is configured but the store keeps no outbox")
+        storage = self.settings.storage
+        limits = (parse_size(storage.max_size), parse_size(storage.min_free_disk))
+        forwarder = Forwarder(
+            upstream, outbox, self.metrics, local_gateway_id(self.settings), limits=limits
+        )
+        await forwarder.run()
+
     async def run(self) -> bool:
         """Run until :meth:`request_stop` or a task failure. Returns True when the
         shutdown drained cleanly; after a failure (:attr:`failure`) always False."""
@@ -304,6 +329,10 @@ class Gateway:
             task = asyncio.create_task(status_service(self), name="status")
             service_tasks.append(task)
             supervisor.watch(task)
+            if self.settings.upstream is not None:
+                task = asyncio.create_task(self._forward(), name="upstream")
+                service_tasks.append(task)
+                supervisor.watch(task)
             self.started.set()
             storage = self.settings.storage
             log.info(

@@ -299,6 +299,48 @@ def check_postgres_url(url: str) -> None:
         raise ValueError("names no database (postgresql://user@host:5432/database)")
 
 
+class UpstreamConfig(PostgresConfig):
+    """``[upstream]``: forward every stored reading to a central PostgreSQL, exactly once
+    (``docs/upstream.md``). The server keys are :class:`PostgresConfig`'s (password from
+    ``TIDEGATE_UPSTREAM__PASSWORD``, ``password_file`` or ``PGPASSWORD``)."""
+
+    gateway_id: str | None = Field(None, min_length=1, max_length=128)
+    """The id this edge's series and position carry centrally. Default: the host name."""
+    batch_size: int = Field(20_000, ge=1, le=1_000_000)
+    max_rate: float = Field(0.0, ge=0)
+    """Readings per second at most while catching up (0: no cap)."""
+    interval_s: float = Field(0.5, gt=0, le=3600)
+    """How often an idle forwarder looks for new readings."""
+    full_policy: Literal["stop", "drop_oldest"] = "stop"
+    """When the local disk fills with unforwarded readings: hold ingestion (``stop``) or
+    drop the oldest unforwarded readings, logged and counted (``drop_oldest``)."""
+    retry_min_s: float = Field(0.5, gt=0, le=3600)
+    retry_max_s: float = Field(30.0, gt=0, le=3600)
+    degraded_after_s: float = Field(60.0, gt=0, le=7 * 86_400)
+    """``/readyz`` is degraded once forwarding has failed this long (unreachable, refused),
+    or the oldest unforwarded reading is this old."""
+    maintenance: bool = True
+    """Run central maintenance (partitions, rollups, retention) from this forwarder too,
+    under its advisory lock (one process at a time does it)."""
+    maintenance_interval_s: float = Field(60.0, gt=0, le=86_400)
+    retention: RetentionConfig = RetentionConfig()
+    """Central retention applied by this forwarder's maintenance (every writer into one
+    database should use the same)."""
+
+    @field_validator("gateway_id")
+    @classmethod
+    def _gateway_id_is_printable(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or not value.isprintable()):
+            raise ValueError(f"{value!r} must be printable, without surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> UpstreamConfig:
+        if self.retry_max_s < self.retry_min_s:
+            raise ConfigError("upstream.retry_max_s", "is below upstream.retry_min_s")
+        return self
+
+
 WEAK_SYNCHRONOUS_NAME = "NORMAL_LOSES_ACKS_ON_POWER_CUT"
 """``storage.synchronous`` for SQLite's ``NORMAL``: commits are not fsynced, so a power
 cut loses readings that were already acknowledged (the broker will not resend them)."""
@@ -562,9 +604,17 @@ class Settings(_Section):
     log: LogConfig = LogConfig()
     api: ApiConfig = ApiConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    upstream: UpstreamConfig | None = None
+    """Forwarding to a central PostgreSQL (``docs/upstream.md``); off when absent."""
 
     @model_validator(mode="after")
     def _filters_fit_the_shared_group(self) -> Settings:
+        if self.upstream is not None and self.storage.backend == "postgresql":
+            raise ConfigError(
+                "upstream",
+                'forwards a local store; with storage.backend = "postgresql" the gateway'
+                " writes into PostgreSQL already (remove [upstream])",
+            )
         limit = self.mqtt.max_packet_size
         needed = self.pipeline.max_payload_bytes + self.pipeline.max_topic_bytes + 1024
         if limit and limit < needed:
@@ -707,6 +757,8 @@ def local_gateway_id(settings: Settings | None) -> str:
     into PostgreSQL, ``storage.gateway_id``, whose default is ``mqtt.shared_group``). A
     local store labels its rows with it and answers a ``gateway`` filter naming it.
     ``None`` (no configuration at hand): the host name."""
+    if settings is not None and settings.upstream is not None and settings.upstream.gateway_id:
+        return settings.upstream.gateway_id
     if settings is not None and settings.storage.backend == "postgresql":
         if settings.storage.gateway_id:
             return settings.storage.gateway_id

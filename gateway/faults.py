@@ -14,6 +14,9 @@ Faults (where they act):
   ``seconds``, starting ``after`` seconds after the first write (``app``).
 * ``writer-crash=<n>`` — the writer raises an unexpected error on its ``n``-th batch.
 * ``reader-crash=<n>`` — a connection's reader raises on its ``n``-th message.
+* ``upstream-exit-after-commit=<n>`` — the process exits at once (``os._exit``, like a
+  ``kill -9``) right after its ``n``-th central batch committed, before the outbox drops
+  the rows (``upstream/forwarder``): the window a restart must repair.
 """
 
 from __future__ import annotations

@@ -3,13 +3,16 @@
 * **not ready** (``/readyz`` 503): a long-lived task failed (the process is draining
   and will exit), the broker is not connected, a subscription was refused, or the
   database is not writable;
-* **degraded** (``/readyz`` 200): running, but falling behind (``metrics.lag``), with
+* **degraded** (``/readyz`` 200): running, but falling behind (``metrics.lag``), or —
+  when forwarding — forwarding to the central store failing (unreachable, refusing), or the oldest unforwarded reading
+  older than ``upstream.degraded_after_s`` (ingestion goes on into the local store), with
   the reason;
 * **ready** otherwise.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from gateway.metrics import Metrics
@@ -49,5 +52,39 @@ def readiness(metrics: Metrics, broker_connected: bool) -> Readiness:
     if reasons:
         return Readiness(NOT_READY, reasons)
     if metrics.lag.behind:
-        return Readiness(DEGRADED, [metrics.lag.reason])
+        reasons.append(metrics.lag.reason)
+    reasons.extend(upstream_reasons(metrics))
+    if reasons:
+        return Readiness(DEGRADED, reasons)
     return Readiness(READY)
+
+
+def upstream_reasons(metrics: Metrics, now: float | None = None) -> list[str]:
+    """Why forwarding makes the gateway degraded (empty: it does not)."""
+    up = metrics.upstream
+    if not up.configured:
+        return []
+    now = time.time() if now is None else now
+    backlog = f"{up.pending:,} readings buffered locally"
+    if up.pending:
+        backlog += f", the oldest {_span(up.oldest_pending_age_s)} old"
+    if up.buffer_hours_left is not None:
+        backlog += f", about {up.buffer_hours_left:,.1f} h of local buffer left"
+    if up.unreachable_since and now - up.unreachable_since >= up.degraded_after_s:
+        detail = f": {up.last_error}" if up.last_error else ""
+        return [
+            f"forwarding to the central store failing for {_span(now - up.unreachable_since)}"
+            f"{detail};"
+            f" still ingesting, {backlog}"
+        ]
+    if up.pending and up.oldest_pending_age_s >= up.degraded_after_s:
+        return [f"forwarding behind: {backlog}"]
+    return []
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -133,6 +133,8 @@ class UpstreamCounters:
     dropped: int = 0
     """Unforwarded readings dropped for space (``upstream.full_policy = "drop_oldest"``)."""
     maintenance_runs: int = 0
+    degraded_after_s: float = 60.0
+    """``upstream.degraded_after_s``: readiness turns degraded past it."""
     forward_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     """Seconds one central transaction took."""
 

@@ -59,12 +59,39 @@ def snapshot(metrics: Metrics, connected: bool, running: bool = True) -> dict[st
             "stored_messages": lag.broker_stored,
             "stored_bytes": lag.broker_stored_bytes,
         },
+        "upstream": upstream_status(metrics),
         "totals": {
             "messages_received": metrics.messages_received,
             "readings_stored": metrics.readings_stored,
             "messages_dead_lettered": metrics.messages_dead_lettered,
             "reconnects": metrics.reconnects,
         },
+    }
+
+
+def upstream_status(metrics: Metrics) -> dict[str, Any] | None:
+    """Forwarding figures for the status file (``None`` when not forwarding)."""
+    up = metrics.upstream
+    if not up.configured:
+        return None
+    return {
+        "gateway_id": up.gateway_id,
+        "connected": up.connected,
+        "unreachable_since": round(up.unreachable_since, 3) if up.unreachable_since else None,
+        "last_error": up.last_error,
+        "position": up.position,
+        "pending": up.pending,
+        "oldest_pending_age_s": round(up.oldest_pending_age_s, 3),
+        "forwarded": up.forwarded,
+        "sent": up.sent,
+        "forward_rate": round(up.forward_rate, 3),
+        "ingest_rate": round(up.ingest_rate, 3),
+        "buffer_hours_left": (
+            None if up.buffer_hours_left is None else round(up.buffer_hours_left, 3)
+        ),
+        "errors": up.errors,
+        "conflicts": up.conflicts,
+        "dropped": up.dropped,
     }
 
 

@@ -27,6 +27,7 @@ from gateway.api.state import ApiState
 from gateway.csv_cells import safe_cell
 from gateway.health import readiness
 from gateway.request import AggregateQuery, Limit, ReadingsQuery, SeriesCursor
+from gateway.status import upstream_status
 from gateway.storage.base import Bucket, Latest, ReadingRow, Stats
 from gateway.validation import format_ms
 
@@ -107,6 +108,9 @@ async def readyz(request: Request) -> Response:
             "members": slots.members,
             "locks_ok": slots.locks_ok,
         }
+    forwarding = upstream_status(state.gateway.metrics)
+    if forwarding is not None:
+        body["upstream"] = forwarding
     if not verdict.ok:
         return reply({**body, "error": "; ".join(verdict.reasons)}, status=503)
     return reply(body)
@@ -163,6 +167,7 @@ def live_figures(state: ApiState) -> dict[str, Any]:
             "messages_per_s": round(messages_rate, 2),
             "window_s": round(window, 2),
         },
+        "upstream": upstream_status(m),
     }
 
 

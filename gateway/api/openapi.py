@@ -96,6 +96,29 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["ready", "degraded", "not ready"]},
             "reasons": {"type": "array", "items": {"type": "string"}},
             "error": {"type": "string"},
+            "upstream": {"$ref": "#/components/schemas/Upstream"},
+        },
+    },
+    "Upstream": {
+        "type": ["object", "null"],
+        "description": "Forwarding to the central store (docs/upstream.md); null or absent"
+        " when [upstream] is not configured.",
+        "properties": {
+            "gateway_id": {"type": "string"},
+            "connected": {"type": "boolean"},
+            "unreachable_since": _nullable_num,
+            "last_error": {"type": "string"},
+            "position": {"type": "integer"},
+            "pending": {"type": "integer"},
+            "oldest_pending_age_s": {"type": "number"},
+            "forwarded": {"type": "integer"},
+            "sent": {"type": "integer"},
+            "forward_rate": {"type": "number"},
+            "ingest_rate": {"type": "number"},
+            "buffer_hours_left": _nullable_num,
+            "errors": {"type": "integer"},
+            "conflicts": {"type": "integer"},
+            "dropped": {"type": "integer"},
         },
     },
     "MetricLast": {
@@ -249,6 +272,7 @@ SCHEMAS: dict[str, Any] = {
                     "window_s": {"type": "number"},
                 },
             },
+            "upstream": {"$ref": "#/components/schemas/Upstream"},
         },
     },
     "Stats": {

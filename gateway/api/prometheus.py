@@ -279,6 +279,8 @@ def render(
         "Seconds each maintenance step (compaction, rollups, retention) held the writer.",
         storage.maintenance_step,
     )
+    if metrics.upstream.configured:
+        _upstream(out, metrics)
 
     slots = metrics.slots
     if slots is not None:  # a member of a direct-mode group (docs/central.md)
@@ -348,6 +350,89 @@ def render(
                 round((now_ms - db.newest_ts_ms) / 1000, 3),
             )
     return "\n".join(out.lines) + "\n"
+
+
+def _upstream(out: _Writer, metrics: Metrics) -> None:
+    """Forwarding to the central store (``docs/upstream.md``)."""
+    up = metrics.upstream
+    out.single(
+        "tidegate_upstream_connected",
+        "gauge",
+        "1 while the central store is connected.",
+        1 if up.connected else 0,
+    )
+    out.single(
+        "tidegate_upstream_unreachable_seconds",
+        "gauge",
+        "Seconds the central store has been unreachable (0 when it is not).",
+        round(time.time() - up.unreachable_since, 3) if up.unreachable_since else 0,
+    )
+    out.single(
+        "tidegate_upstream_pending_readings",
+        "gauge",
+        "Readings stored locally and not yet committed centrally (the outbox).",
+        up.pending,
+    )
+    out.single(
+        "tidegate_upstream_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest unforwarded reading (0 when none).",
+        round(up.oldest_pending_age_s, 3),
+    )
+    out.single(
+        "tidegate_upstream_forwarded_readings_total",
+        "counter",
+        "Readings committed centrally by this process (new there).",
+        up.forwarded,
+    )
+    out.single(
+        "tidegate_upstream_sent_readings_total",
+        "counter",
+        "Readings sent to the central store, duplicates included.",
+        up.sent,
+    )
+    out.single(
+        "tidegate_upstream_forward_rate",
+        "gauge",
+        "Readings forwarded per second, smoothed over about a minute.",
+        round(up.forward_rate, 3),
+    )
+    if up.buffer_hours_left is not None:
+        out.single(
+            "tidegate_upstream_buffer_hours_left",
+            "gauge",
+            "Hours of local buffer left at the current ingest rate if nothing is forwarded.",
+            round(up.buffer_hours_left, 3),
+        )
+    out.single(
+        "tidegate_upstream_position",
+        "gauge",
+        "The last outbox sequence number the central store committed.",
+        up.position,
+    )
+    out.single(
+        "tidegate_upstream_errors_total",
+        "counter",
+        "Failed central transactions and connections (each retried).",
+        up.errors,
+    )
+    out.single(
+        "tidegate_upstream_conflicts_total",
+        "counter",
+        "Batches rolled back because the central position was not the expected one.",
+        up.conflicts,
+    )
+    out.single(
+        "tidegate_upstream_dropped_readings_total",
+        "counter",
+        "Unforwarded readings dropped for space (upstream.full_policy = drop_oldest).",
+        up.dropped,
+    )
+    out.histogram(
+        "tidegate_upstream_batch_seconds",
+        "Seconds one central batch transaction took.",
+        up.forward_seconds,
+    )
 
 
 # --- tidegate serve (the hub): the same writer, its own families ----------------------

@@ -113,4 +113,29 @@ def live_lines(live: dict[str, Any] | None) -> list[tuple[str, str]]:
             if broker.get("stored_bytes") is not None:
                 text += f" ({_size(int(broker['stored_bytes']))})"
         lines.append(("broker", text))
+    up = live.get("upstream")
+    if isinstance(up, dict):
+        lines.append(("forwarding", upstream_line(up)))
     return lines
+
+
+def upstream_line(up: dict[str, Any]) -> str:
+    """The forwarder's figures in one line (``docs/upstream.md``)."""
+    if up.get("connected"):
+        state = f"as {up.get('gateway_id')}, connected"
+    elif up.get("unreachable_since"):
+        state = f"as {up.get('gateway_id')}, CENTRE UNREACHABLE ({up.get('last_error') or '?'})"
+    else:
+        state = f"as {up.get('gateway_id')}, connecting"
+    text = (
+        f"{state}; {int(up.get('pending') or 0):,} readings pending"
+        f" (oldest {float(up.get('oldest_pending_age_s') or 0):.0f} s);"
+        f" {float(up.get('forward_rate') or 0):,.0f} readings/s forwarded,"
+        f" {int(up.get('forwarded') or 0):,} since start"
+    )
+    hours = up.get("buffer_hours_left")
+    if hours is not None:
+        text += f"; {float(hours):,.1f} h of local buffer left at the ingest rate"
+    if up.get("dropped"):
+        text += f"; {int(up['dropped']):,} DROPPED for space"
+    return text

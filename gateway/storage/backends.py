@@ -14,8 +14,10 @@ from gateway.metrics import Metrics
 from gateway.receive_time import ReceiveClock
 from gateway.series_gate import SeriesGate
 from gateway.storage.base import ReadStore, WriteStore
+from gateway.storage.outbox import Outbox
 from gateway.storage.postgresql.reader import PostgresReader
 from gateway.storage.postgresql.urls import checked_url
+from gateway.storage.sqlite.maintenance import ForwardPolicy
 from gateway.storage.sqlite.reader import SqliteReader
 from gateway.storage.sqlite.store import SqliteStore
 
@@ -27,16 +29,25 @@ def write_store(
     series_gate: SeriesGate | None = None,
     *,
     gateway_id: str = "",
+    forward: ForwardPolicy | None = None,
 ) -> WriteStore:
     """The write side for a running gateway (one per database). With ``receive_clock``,
     the store seeds it at open and keeps its floor with the batches (decision 0082);
     with ``series_gate``, the store seeds it with its series at open (decision 0154).
     ``storage.backend = "postgresql"``: the central store, written under ``gateway_id``
     (:func:`gateway.config.local_gateway_id`; decision 0112 says what of the clock and
-    the gate it honours)."""
+    the gate it honours). With ``forward`` (``upstream.full_policy``), a local store
+    keeps an outbox for the forwarder (:func:`outbox_of`, ``docs/upstream.md``)."""
     if config.backend == "postgresql":
         return _postgres_store(config, metrics, receive_clock, series_gate, gateway_id)
-    return SqliteStore(config, metrics, receive_clock=receive_clock, series_gate=series_gate)
+    return SqliteStore(
+        config, metrics, receive_clock=receive_clock, series_gate=series_gate, forward=forward
+    )
+
+
+def outbox_of(store: WriteStore) -> Outbox | None:
+    """The outbox of a store opened with ``forward`` (``None``: it keeps none)."""
+    return store.outbox if isinstance(store, SqliteStore) else None
 
 
 def _postgres_store(

@@ -16,6 +16,7 @@ implementation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,19 +26,6 @@ OutboxRow = tuple[int, int, int, float]
 SeriesText = tuple[str, str, str, str]
 """A series as the central dictionary keys it: ``(sensor_id, metric, unit, tags)``,
 unit and tags ``''`` when absent, tags in the canonical JSON text."""
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Rows after a position, in sequence order, and the series they name."""
-
-    rows: Sequence[OutboxRow]
-    series: Mapping[int, SeriesText] = field(default_factory=dict)
-    """Local series id → key, for the ids the caller did not say it knows."""
-
-    @property
-    def last_seq(self) -> int:
-        return self.rows[-1][0] if self.rows else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +43,21 @@ class Pending:
     dropped: int = 0
     """Unforwarded readings dropped for space over the store's life
     (``upstream.full_policy = "drop_oldest"``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Rows after a position, in sequence order, and the series they name."""
+
+    rows: Sequence[OutboxRow]
+    series: Mapping[int, SeriesText] = field(default_factory=dict)
+    """Local series id → key, for the ids the caller did not say it knows."""
+    after: Pending | None = None
+    """What is left beyond these rows (read in the same transaction)."""
+
+    @property
+    def last_seq(self) -> int:
+        return self.rows[-1][0] if self.rows else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class Outbox(Protocol):
         """Align the outbox with the central ``position`` for ``gateway_id`` (at start)."""
         ...
 
-    async def read(self, after: int, limit: int, known: frozenset[int] | set[int]) -> Chunk:
+    async def read(self, after: int, limit: int, known: AbstractSet[int]) -> Chunk:
         """Up to ``limit`` rows with a sequence above ``after``, with the keys of the
         series not in ``known``."""
         ...

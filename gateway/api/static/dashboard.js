@@ -220,8 +220,28 @@
 
     setPill("pill-broker", live.broker_connected, live.broker_connected ? "broker connected" : "broker not connected");
     setPill("pill-db", live.storage_ok, live.storage_ok ? "database writes OK" : "database: " + live.storage_error);
+    showUpstream(live.upstream);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   });
+
+  // Forwarding to the central store (docs/upstream.md): a pill beside the database's
+  // and one line under the queue — pending readings, the oldest's age, buffer left.
+  function showUpstream(up) {
+    const pill = $("pill-upstream");
+    const line = $("k-upstream");
+    pill.hidden = line.hidden = !up;
+    if (!up) return;
+    const pending = fmtCount(up.pending) + " pending";
+    const oldest = up.pending ? " · oldest " + fmtDuration(up.oldest_pending_age_s) : "";
+    const hours = up.buffer_hours_left == null ? "" : " · " + fmtNumber(up.buffer_hours_left) + " h buffer";
+    const dropped = up.dropped ? " · " + fmtCount(up.dropped) + " dropped" : "";
+    line.textContent = "centre: " + pending + oldest + hours + dropped;
+    const failing = up.unreachable_since != null;
+    const reason = failing ? "forwarding failing: " + (up.last_error || "?")
+      : up.connected ? "central store connected" : "connecting to the central store";
+    setPill("pill-upstream", !failing && !up.dropped, reason + " — " + pending + oldest + " · " + fmtNumber(up.forward_rate) + " readings/s forwarded");
+    pill.lastChild.textContent = "centre " + (up.pending ? fmtCount(up.pending) : "✓");
+  }
 
   // The "Stored" card counts the database (like the dead letters beside it), moved on
   // between the cached /stats answers by what this gateway stored since.

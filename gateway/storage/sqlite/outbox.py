@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TypeVar
 
@@ -127,8 +128,9 @@ def pending(conn: sqlite3.Connection, after: int | None = None) -> Pending:
         position = max(position, after)
     dropped = int(_state(conn, DROPPED_KEY) or 0)
     last = last_seq(conn)
+    # ORDER BY … LIMIT 1, not min(): with the second term min() scans the whole range.
     row = conn.execute(
-        "SELECT min(seq) FROM outbox WHERE seq > ? AND series_id != ?",
+        "SELECT seq FROM outbox WHERE seq > ? AND series_id != ? ORDER BY seq LIMIT 1",
         (position, SENTINEL_SERIES),
     ).fetchone()
     first = None if row is None or row[0] is None else int(row[0])
@@ -188,26 +190,33 @@ def adopt(conn: sqlite3.Connection, position: int, gateway_id: str) -> Adoption:
             # Rows at or below this file's own confirmed position went up already (the
             # one kept there only holds the sequence); the rest go up after ``position``.
             mine = int(confirmed_before or 0)
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (mine,))
+            # A placeholder is always the lowest row (everything after it is newer).
             conn.execute(
-                "DELETE FROM outbox WHERE seq <= ? OR series_id = ?", (mine, SENTINEL_SERIES)
+                "DELETE FROM outbox WHERE seq = (SELECT min(seq) FROM outbox) AND series_id = ?",
+                (SENTINEL_SERIES,),
             )
-            row = conn.execute("SELECT min(seq), count(*) FROM outbox").fetchone()
-            first, count = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, 0)
-            if count:
-                offset = position + 1 - first
-                # Through the negative numbers: no key collides on the way, order and
-                # gaps are kept.
+            row = conn.execute("SELECT min(seq), max(seq) FROM outbox").fetchone()
+            first, last = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, -1)
+            count = last - first + 1  # contiguous (see pending())
+            offset = position + 1 - first if count else 0
+            if offset:
+                # Every row is rewritten (twice: through the negative numbers, so no
+                # key collides on the way; order and gaps are kept) — seconds for
+                # millions of rows, holding the writer: only a restored or replaced
+                # database, or a new gateway id, pays it.
                 for table in ("outbox", "outbox_marks"):
                     conn.execute(f"UPDATE {table} SET seq = -seq")
                     conn.execute(f"UPDATE {table} SET seq = ? - seq", (offset,))
-            else:
+            elif not count:
                 conn.execute("DELETE FROM outbox_marks")
             # The placeholder at the position keeps max(seq) from going back below it.
             conn.execute(
                 "INSERT OR IGNORE INTO outbox (seq, series_id, ts, value) VALUES (?, ?, 0, 0)",
                 (position, SENTINEL_SERIES),
             )
-            result = Adoption(confirmed=0, renumbered=count)
+            # A first start moves nothing (the centre at 0, the rows from 1).
+            result = Adoption(confirmed=0, renumbered=count if offset else 0)
         conn.execute(
             "DELETE FROM outbox_marks WHERE seq < (SELECT coalesce(max(seq), 0)"
             " FROM outbox_marks WHERE seq <= ?)",
@@ -252,7 +261,7 @@ def read_rows(conn: sqlite3.Connection, after: int, limit: int) -> list[OutboxRo
         " ORDER BY seq LIMIT ?",
         (after, SENTINEL_SERIES, limit),
     ).fetchall()
-    return [(int(s), int(i), int(t), float(v)) for s, i, t, v in rows]
+    return rows  # (int, int, int, float) as stored: the columns are typed NOT NULL
 
 
 def series_text(conn: sqlite3.Connection, ids: list[int]) -> dict[int, SeriesText]:
@@ -297,7 +306,7 @@ class SqliteOutbox:
     async def adopt(self, position: int, gateway_id: str) -> Adoption:
         return await self._write(lambda c: adopt(c, position, gateway_id), "outbox adopt")
 
-    async def read(self, after: int, limit: int, known: frozenset[int] | set[int]) -> Chunk:
+    async def read(self, after: int, limit: int, known: AbstractSet[int]) -> Chunk:
         conn = await self._read_conn()
 
         def work(raw: sqlite3.Connection) -> Chunk:
@@ -307,9 +316,10 @@ class SqliteOutbox:
                 rows = read_rows(raw, after, limit)
                 missing = sorted({r[1] for r in rows} - set(known))
                 series = series_text(raw, missing) if missing else {}
+                left = pending(raw, rows[-1][0]) if rows else None
             finally:
                 raw.execute("COMMIT")
-            return Chunk(rows, series)
+            return Chunk(rows, series, left)
 
         try:
             return await run_on_connection(conn, work)

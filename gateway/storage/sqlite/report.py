@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.parsing import format_size
+from gateway.storage.sqlite import outbox
 from gateway.storage.sqlite.integrity import corrupt_copies
 from gateway.storage.sqlite.lock import holder
 from gateway.storage.sqlite.retention import page_stats
@@ -47,6 +48,25 @@ def storage_report(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
         "wear_sampled_at_ms": get_state(conn, "wear.sampled_at"),
         "corrupt_copies": [str(p) for p in corrupt_copies(path)],
         "gateway_pid": holder(path),
+        "outbox": _outbox(conn),
+    }
+
+
+def _outbox(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The forwarding outbox (``docs/upstream.md``): None when it never held anything."""
+    try:
+        forwarding = outbox.enabled(conn)
+        left = outbox.pending(conn)
+    except sqlite3.OperationalError:
+        return None  # a database older than schema 4
+    if not forwarding and left.last_seq == 0:
+        return None
+    return {
+        "forwarding": forwarding,
+        "pending": left.count,
+        "oldest_pending_ms": left.oldest_received_ms,
+        "position": left.position,
+        "dropped": left.dropped,
     }
 
 
@@ -89,6 +109,17 @@ def report_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
             else "- (measured by a running gateway every 10 min)",
         )
     )
+    box = report.get("outbox")
+    if box is not None:
+        text = f"{box['pending']:,} readings not yet forwarded"
+        if box["oldest_pending_ms"]:
+            text += f" (oldest written {when(box['oldest_pending_ms'])})"
+        text += f"; central position {box['position']:,}"
+        if box["dropped"]:
+            text += f"; {box['dropped']:,} DROPPED for space"
+        if not box["forwarding"]:
+            text += "; forwarding is off ([upstream] not configured)"
+        lines.append(("outbox", text))
     pid = report["gateway_pid"]
     lines.append(("gateway", "not running" if pid is None else f"running (pid {pid or '?'})"))
     copies = report["corrupt_copies"]

@@ -96,7 +96,7 @@ async def test_confirm_keeps_the_sequence_going(tmp_path: Path) -> None:
     box = SqliteOutbox(db, lambda: sink.connection)
     try:
         await sink.write_batch(_batch(0, 4), [])
-        assert (await box.adopt(0, "gw")).renumbered == 4
+        assert (await box.adopt(0, "gw")).renumbered == 0  # a first start moves nothing
         chunk = await box.read(0, 3, set())
         assert [r[0] for r in chunk.rows] == [1, 2, 3]
         assert chunk.series == {1: ("s1", "temp", "C", "")}
@@ -228,3 +228,24 @@ async def test_guard_drop_oldest_drops_counted_oldest_first(tmp_path: Path) -> N
     assert rows[0][0] == dropped + 1  # the oldest went, the rest is intact and in order
     conn = sqlite3.connect(tmp_path / "g.db")
     assert outbox.pending(conn).dropped == dropped
+
+
+async def test_stats_report_the_outbox(tmp_path: Path) -> None:
+    from gateway.storage.sqlite.report import report_lines, storage_report
+
+    db = tmp_path / "t.db"
+    sink = await _sink(db, False)
+    await sink.close()
+    conn = sqlite3.connect(db)
+    assert storage_report(conn, db)["outbox"] is None  # never forwarded: no line
+    conn.close()
+    sink = await _sink(db, True)
+    try:
+        await sink.write_batch(_batch(0, 3), [])
+    finally:
+        await sink.close()
+    conn = sqlite3.connect(db)
+    report = storage_report(conn, db)
+    assert report["outbox"]["pending"] == 3 and report["outbox"]["forwarding"]
+    line = dict(report_lines(report))["outbox"]
+    assert line.startswith("3 readings not yet forwarded (oldest written ")
