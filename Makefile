@@ -4,14 +4,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
+# make test runs pytest in parallel (pytest-xdist; groups in tests/conftest.py, decision
+# 0170): the suite mostly waits on brokers, subprocesses and timeouts, so it runs more
+# workers than cores. TEST_WORKERS=0 (or make test-serial) runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n * 2 > 8 ? 8 : n * 2 )))
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
-.PHONY: help venv mosquitto postgresql chromium fuse lint format typecheck test unit demo bench bench-quick soak clean
+.PHONY: help venv mosquitto postgresql chromium fuse lint format typecheck test test-serial unit demo bench bench-quick soak clean
 .PHONY: docker-engine systemd-analyze image image-test footprint
 
 help:
 	@echo "make demo   - broker + simulator + gateway + a query, end to end"
-	@echo "make test   - lint, type-check and the whole test suite"
+	@echo "make test   - lint, type-check and the whole test suite (in parallel)"
+	@echo "make test-serial - the same, the suite in one process (debugging)"
 	@echo "make bench  - throughput/latency/memory benchmarks (docs/performance.md)"
 	@echo "make soak   - a fleet for SOAK_MINUTES (30): RSS over time + verify (docs/performance.md)"
 	@echo "make image  - the Docker image for this machine (scripts/build-image.sh)"
@@ -57,6 +63,9 @@ typecheck: venv
 	$(BIN)/mypy
 
 test: venv mosquitto postgresql chromium fuse docker-engine systemd-analyze lint typecheck
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+test-serial: venv mosquitto postgresql chromium fuse docker-engine systemd-analyze lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv postgresql

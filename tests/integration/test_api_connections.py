@@ -14,7 +14,7 @@ import pytest
 from tests.support import HOST, Broker, start_gateway
 from tests.support.http import ConnectionHolders, HoldersProcess, probe
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isolated]
 
 
 def _metric(port: int, name: str) -> float:

@@ -24,7 +24,7 @@ from simulators.verify import render, verify
 from tests.support import HOST, Broker, GatewayProcess, count, free_port, wait_for
 from tests.support.mqtt import gateway_config, http_text, metric_value, peak_rss_kib, rss_kib
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.isolated, pytest.mark.slow]
 
 OUTAGE_S = 60
 KEEPALIVE_S = 5

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.isolated, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -30,7 +30,7 @@ from tests.support import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isolated]
 
 BATCH = 100  # readings per message
 SENSORS = 50

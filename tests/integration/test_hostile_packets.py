@@ -16,7 +16,7 @@ import pytest
 from tests.support import HOST, Broker, GatewayProcess, count, db_rows, wait_for
 from tests.support.mqtt import gateway_config, peak_rss_kib, rss_kib
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isolated]
 
 MIB = 1024
 """KiB per MiB (RSS figures are KiB)."""

@@ -29,7 +29,12 @@ from tests.support.docker import (
     unique_tag,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.isolated,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]
 
 NATIVE = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armv7"}.get(platform.machine())
 

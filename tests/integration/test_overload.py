@@ -30,7 +30,7 @@ from tests.support import (
 )
 from tests.support.mqtt import gateway_config, http_json, http_text, metric_value
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.isolated]
 
 PUBLISHED = 3000
 THRESHOLD_S = 10

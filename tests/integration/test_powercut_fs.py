@@ -19,6 +19,7 @@ from tests.support.powercut import PowerCutFs, fuse_missing_reason
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.isolated,
     pytest.mark.skipif(fuse_missing_reason() is not None, reason=fuse_missing_reason() or ""),
 ]
 

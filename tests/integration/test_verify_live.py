@@ -22,7 +22,7 @@ from simulators.probe import wait_until_ingesting
 from simulators.verify import render, verify
 from tests.support import HOST, Broker, db_rows, start_gateway
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.isolated, pytest.mark.slow]
 
 RUN_S = 36
 """Long enough that the run's first readings pass the 30 s compaction lag before it ends."""
