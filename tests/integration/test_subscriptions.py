@@ -217,6 +217,14 @@ async def test_runtime_filter_groups_survive_reconnects_and_restarts(
         assert await group.add("extra/+", qos=1)
         await deliver(["extra/a"])
         assert count(db, "dead_letters") == 1
+        # Stored is not yet acknowledged: the PUBACKs go out after the commit, and a
+        # broker stopped before it read them redelivers extra/a after the restart (at
+        # least once: a second dead letter). Wait until they are sent (extra/a and the
+        # marker), then for a SUBSCRIBE round trip on the same connection — the broker
+        # answers it only after reading everything sent before it.
+        await _until(lambda: gateway.metrics.acks_sent >= 2, 20, "the two acknowledgements")
+        assert await group.add("barrier/+", qos=0)
+        assert await group.remove("barrier/+")
         fresh_broker.restart()  # the session survives (persistence); the group is re-applied
         await _until(lambda: not gateway.source.connected, 20, "the disconnect")
         await _until(lambda: gateway.source.connected, 30, "the reconnect")
