@@ -144,14 +144,15 @@ def _time_sqlite_once(readings: int) -> float:
             conn.close()
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False, readings: int | None = None) -> list[dict[str, Any]]:
     """Measure every case; returns one dict per case plus the SQLite baseline row.
 
     Keys: ``name``, ``format``, ``readings_per_message``, ``readings``,
     ``readings_per_s``, ``us_per_reading``, ``cost_vs_insert`` (codec µs per reading ÷
     insert µs per reading; ≤ 1 meets the bar), ``baseline`` (True for the SQLite row).
     """
-    readings = 20_000 if quick else 200_000
+    if readings is None:
+        readings = 20_000 if quick else 200_000
     insert_rate = _time_sqlite(readings)
     results: list[dict[str, Any]] = [
         {

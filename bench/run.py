@@ -292,8 +292,8 @@ def _codecs(plan: Plan) -> list[dict[str, Any]]:
             raise
         _log("bench/codecs.py not present: codec micro-benchmarks skipped")
         return []
-    runner: Callable[[bool], list[dict[str, Any]]] = module.run
-    rows = runner(plan.codecs_quick)
+    runner: Callable[..., list[dict[str, Any]]] = module.run
+    rows = runner(plan.codecs_quick, readings=plan.codec_readings)
     _log(f"codec micro-benchmarks: {len(rows)} rows")
     return rows
 
