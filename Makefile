@@ -6,8 +6,10 @@ STAMP := $(VENV)/.tidegate-installed
 PYTEST_ARGS ?=
 # make test runs pytest in parallel (pytest-xdist; groups in tests/conftest.py, decision
 # 0170): the suite mostly waits on brokers, subprocesses and timeouts, so it runs more
-# workers than cores. TEST_WORKERS=0 (or make test-serial) runs it in one process.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n * 2 > 8 ? 8 : n * 2 )))
+# workers than cores; one more than cores already finishes the rest of the suite inside
+# the isolated chain (the critical path), and more only loads the machine.
+# TEST_WORKERS=0 (or make test-serial) runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n + 1 > 8 ? 8 : n + 1 )))
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 PY_PATHS := $(wildcard gateway simulators tests bench scripts)
 
