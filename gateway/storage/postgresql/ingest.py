@@ -265,8 +265,14 @@ async def _create_partition(conn: Any, day: int) -> bool:
                 f"ALTER TABLE tidegate.readings_data ATTACH PARTITION tidegate.{name}"
                 f" FOR VALUES FROM ('{_bound(day)}') TO ('{_bound(day + 1)}')"
             )
-    except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
-        # A concurrent writer created it (the catalog's unique index or the name).
+    except (
+        asyncpg.DuplicateTableError,
+        asyncpg.DuplicateObjectError,
+        asyncpg.UniqueViolationError,
+    ):
+        # A concurrent writer created it (the catalog's unique index, the name, or — when
+        # both CREATE TABLEs got that far at once — the table's row type: 'type … already
+        # exists', seen in test_rollups_stay_exact_while_writers_keep_writing under load).
         if day in await existing_partitions(conn):
             return False
         raise
