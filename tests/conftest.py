@@ -24,6 +24,7 @@ Parallel runs (docs/decisions/0170-parallel-test-suite.md):
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -65,6 +66,33 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         terminalreporter.write_line(f"test temp dirs kept for inspection: {own}")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """In a parallel run, a test marked ``exclusive`` runs while no other test of this run
+    does (tight sub-second bounds: one busy neighbour is enough to break them); every
+    other test holds a shared lock meanwhile — setup (module fixtures included) and
+    teardown too. Two flock files in the run's basetemp: the gate keeps new shared
+    holders out while an exclusive one waits (flock alone would let them starve it)."""
+    config = item.config
+    if not _is_worker(config):
+        return (yield)
+    root = Path(config.option.basetemp).parent  # <run>/popen-gwN → <run>
+    exclusive = item.get_closest_marker("exclusive") is not None
+    with open(root / "gate.lock", "a") as gate, open(root / "run.lock", "a") as run:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
+            if exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+
+
 def _shares_a_fixture(item: pytest.Item) -> bool:
     """Whether ``item`` uses a module-, class- or package-scoped fixture (which its
     neighbours share: they must run on the same worker to build it once)."""
@@ -85,7 +113,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             rank = 1  # grouped by hand
-        elif item.get_closest_marker(ISOLATED_GROUP) is not None:
+        elif item.get_closest_marker(ISOLATED_GROUP) or item.get_closest_marker("exclusive"):
             item.add_marker(pytest.mark.xdist_group(ISOLATED_GROUP))
             rank = 0
         elif item.path.parent.name == "e2e":
