@@ -6,7 +6,9 @@ show a password. Against the session's test PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from gateway.models import DeadLetter, Reading
 from gateway.request import AGGREGATES, AggregateQuery, ReadingsQuery
 from gateway.storage.backends import central_read_store, read_store
 from gateway.storage.base import Selection
+from gateway.storage.memory import MemoryStore
 from gateway.storage.postgresql.reader import PostgresReader
 from gateway.storage.postgresql.tiers import Planner, Segment
 from gateway.storage.postgresql.urls import shown_url
@@ -360,8 +363,8 @@ def test_urls_never_show_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
         central_read_store("/var/lib/tidegate/tidegate.db")
 
 
-async def test_the_password_comes_from_pgpassword(
-    postgres: PostgresServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+async def test_the_password_comes_from_pgpassword_or_pgpass(
+    postgres: PostgresServer, pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     database = pg_url.rsplit("/", 1)[1]
     role = f"reader_{database}"[:60]
@@ -385,6 +388,17 @@ async def test_the_password_comes_from_pgpassword(
     finally:
         await store.close()
     monkeypatch.delenv("PGPASSWORD")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{postgres.port}:{database}:{role}:pw-from-env\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))  # ~/.pgpass, elsewhere
+    store, shown = central_read_store(url, threads=1, timeout_s=5)
+    try:
+        with pytest.raises(StorageError, match="no tidegate schema"):  # logged in
+            await store.stats()
+    finally:
+        await store.close()
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
     inline = url.replace(f"{role}@", f"{role}:pw-from-env@")
     store, shown = central_read_store(inline, threads=1, timeout_s=5)
     try:
@@ -449,3 +463,55 @@ def test_the_sqlite_path_never_imports_asyncpg() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+async def test_random_aggregates_equal_the_raw_readings_whatever_is_pending(
+    central: Central,
+) -> None:
+    """Seeded random ranges, buckets and tiers over a store where some minutes were
+    rolled up, then written again (pending), and some never: every bucket equals what
+    the raw readings give (the memory store), whichever tier answered it."""
+    rng = random.Random(20261130)
+    memory = MemoryStore(gateway_id="site-a")
+    writer = central.writers["site-a"]
+    first = [
+        Reading(s, "temp", T0 + i * 20_000 + rng.randrange(20_000), rng.uniform(-50, 50))
+        for s in ("a", "b")
+        for i in range(3 * 180)
+    ]
+    for batch in (first[:400], first[400:]):
+        await writer.write_batch(batch, [])
+        await memory.write_batch(batch, [])
+    await settle(central.url)
+    late = [
+        Reading(rng.choice("ab"), "temp", T0 + rng.randrange(2 * HOUR), rng.uniform(-50, 50))
+        for _ in range(12)
+    ]  # the third hour stays clean: answered by 1h where aligned
+    await writer.write_batch(late, [])
+    await memory.write_batch(late, [])
+    tiers_seen: set[str] = set()
+    for _ in range(30):
+        size = rng.choice([MINUTE, 5 * MINUTE, 15 * MINUTE, HOUR, 2 * HOUR, 90_000])
+        since = T0 + rng.choice([0, rng.randrange(HOUR), HOUR, 30 * MINUTE])
+        until = min(T0 + 3 * HOUR, since + rng.randrange(size, 3 * HOUR + 1))
+        if until <= since:
+            continue
+        query = AggregateQuery(
+            since_ms=since,
+            until_ms=until,
+            bucket_ms=size,
+            aggregates=AGGREGATES,
+            tier=rng.choice(["auto", "auto", "1m", "1h", "raw"]),
+        )
+        got = await central.reader.aggregate(query)
+        want = await memory.aggregate(query)
+        assert [(b.sensor_id, b.start_ms) for b in got] == [
+            (b.sensor_id, b.start_ms) for b in want
+        ], query
+        for g, w in zip(got, want, strict=True):
+            tiers_seen.add(g.tier)
+            for key in AGGREGATES:
+                a, b = g.values[key], w.values[key]
+                assert isinstance(a, int | float) and isinstance(b, int | float)
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (query, g, w, key)
+    assert tiers_seen == {"raw", "1m", "1h"}
