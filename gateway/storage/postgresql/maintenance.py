@@ -59,7 +59,11 @@ MAINTENANCE_LOCK = 0x7469_6465_6761_7402
 DAYS_AHEAD = 2
 STEP_ROWS = 2000
 """Pending marks per rollup step: bounds how long writers' new marks wait."""
-DELETE_CHUNK = 50_000
+SERIES_PAGE = 1000
+"""Series per statement of the rollup retention."""
+ROLLUP_RETENTION_EVERY_S = 600.0
+"""Rollup retention walks every series: :func:`run_central_maintenance` does it this
+often, not every pass (rollups expire by the day; being minutes late costs nothing)."""
 DROP_LOCK_TIMEOUT = "2s"
 
 _MARKS = "tidegate_marks"
@@ -168,9 +172,11 @@ async def maintain_once(
     *,
     budget_s: float = 1.0,
     step_rows: int = STEP_ROWS,
+    rollup_retention: bool = True,
 ) -> PassResult:
     """One maintenance pass on ``conn`` (outside a transaction) if no other process is
-    running one; driver errors propagate (the caller converts them)."""
+    running one; driver errors propagate (the caller converts them). Expired rollups are
+    looked for only with ``rollup_retention``."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     result = PassResult()
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK):
@@ -187,7 +193,7 @@ async def maintain_once(
             if time.monotonic() >= deadline:
                 result.marks_left = True
                 break
-        await apply_retention(conn, retention, now, result)
+        await apply_retention(conn, retention, now, result, rollups=rollup_retention)
     finally:
         if not conn.is_closed():
             await conn.execute("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK)
@@ -221,8 +227,11 @@ async def rollup_step(conn: Any, step_rows: int, cutoff_ms: int | None, result: 
         return taken
 
 
-async def apply_retention(conn: Any, retention: Retention, now_ms: int, result: PassResult) -> None:
-    """Drop expired raw days, delete expired rollups and surplus dead letters."""
+async def apply_retention(
+    conn: Any, retention: Retention, now_ms: int, result: PassResult, *, rollups: bool = True
+) -> None:
+    """Drop expired raw days, delete surplus dead letters and (with ``rollups``)
+    expired rollups."""
     cutoff = raw_cutoff_ms(retention, now_ms)
     if cutoff is not None:
         expired = sorted(
@@ -239,32 +248,48 @@ async def apply_retention(conn: Any, retention: Retention, now_ms: int, result: 
                 continue  # its marks first (a step drops them as too late once expired)
             if await _drop_partition(conn, name):
                 result.partitions_dropped.append(name)
-    for table, keep in (
-        ("rollup_1m", retention.rollup_1m_ms),
-        ("rollup_1h", retention.rollup_1h_ms),
-    ):
-        if keep is None:
-            continue
-        while True:
-            deleted = _count(
-                await conn.execute(
-                    f"DELETE FROM tidegate.{table} WHERE ctid = ANY(ARRAY("
-                    f" SELECT ctid FROM tidegate.{table} WHERE bucket < {_ms(now_ms - keep)}"
-                    f" LIMIT {DELETE_CHUNK}))"
-                )
-            )
-            result.rollups_deleted += deleted
-            if deleted < DELETE_CHUNK:
-                break
-    result.dead_letters_deleted += _count(
-        await conn.execute(
-            "DELETE FROM tidegate.dead_letters d USING ("
-            " SELECT id FROM (SELECT id, row_number() OVER"
-            "  (PARTITION BY gateway_id ORDER BY id DESC) AS k FROM tidegate.dead_letters) r"
-            " WHERE r.k > $1) x WHERE d.id = x.id",
-            retention.dead_letter_max_rows,
-        )
+    if rollups:
+        for table, keep in (
+            ("rollup_1m", retention.rollup_1m_ms),
+            ("rollup_1h", retention.rollup_1h_ms),
+        ):
+            if keep is not None:
+                result.rollups_deleted += await _expire_rollups(conn, table, now_ms - keep)
+    cap = retention.dead_letter_max_rows
+    over = await conn.fetch(
+        "SELECT gateway_id FROM tidegate.dead_letters GROUP BY gateway_id HAVING count(*) > $1",
+        cap,
     )
+    for (gateway_id,) in over:
+        result.dead_letters_deleted += _count(
+            await conn.execute(
+                "DELETE FROM tidegate.dead_letters WHERE gateway_id = $1 AND id <= ("
+                " SELECT id FROM tidegate.dead_letters WHERE gateway_id = $1"
+                " ORDER BY id DESC OFFSET $2 LIMIT 1)",
+                gateway_id,
+                cap,
+            )
+        )
+
+
+async def _expire_rollups(conn: Any, table: str, cutoff_ms: int) -> int:
+    """Delete ``table``'s buckets older than ``cutoff_ms``, a page of series at a time:
+    each series is a range scan of the primary key ``(series_id, bucket)`` (the table
+    has no index on ``bucket`` alone, and a scan of all rollups would grow with years)."""
+    deleted = 0
+    cursor = 0
+    while True:
+        row = await conn.fetchrow(
+            f"WITH s AS (SELECT id FROM tidegate.series WHERE id > $1 ORDER BY id LIMIT {SERIES_PAGE}),"
+            f" d AS (DELETE FROM tidegate.{table} r USING s WHERE r.series_id = s.id"
+            f" AND r.bucket < {_ms(cutoff_ms)} RETURNING 1)"
+            " SELECT (SELECT max(id) FROM s), (SELECT count(*) FROM d)",
+            cursor,
+        )
+        if row is None or row[0] is None:
+            return deleted
+        cursor = int(row[0])
+        deleted += int(row[1])
 
 
 async def _drop_partition(conn: Any, name: str) -> bool:
@@ -310,12 +335,18 @@ async def run_central_maintenance(
     direct-mode store."""
     conn: Any = None
     failing = False
+    rollups_due = 0.0
     try:
         while True:
             try:
                 if conn is None or conn.is_closed():
                     conn = await conn_factory()
-                result = await maintain_once(conn, retention, budget_s=budget_s)
+                due = time.monotonic() >= rollups_due
+                result = await maintain_once(
+                    conn, retention, budget_s=budget_s, rollup_retention=due
+                )
+                if due and result.ran:
+                    rollups_due = time.monotonic() + ROLLUP_RETENTION_EVERY_S
                 if on_pass is not None:
                     on_pass(result)
                 if failing:

@@ -157,3 +157,24 @@ async def test_rollups_stay_exact_while_writers_keep_writing(pg_url: str) -> Non
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def test_dead_letters_are_capped_per_gateway_newest_kept(conn: asyncpg.Connection) -> None:
+    for gateway, n in (("a", 5), ("b", 2)):
+        for i in range(n):
+            await conn.execute(
+                "INSERT INTO tidegate.dead_letters (gateway_id, received_at, subscription,"
+                " topic, payload, payload_size, reason) VALUES ($1, now(), '', $2, '', 0, 'x')",
+                gateway,
+                f"t{i}",
+            )
+    result = await maintain_once(conn, Retention(None, None, None, dead_letter_max_rows=3), NOW)
+    assert result.dead_letters_deleted == 2
+    rows = await conn.fetch("SELECT gateway_id, topic FROM tidegate.dead_letters ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("a", "t2"),
+        ("a", "t3"),
+        ("a", "t4"),
+        ("b", "t0"),
+        ("b", "t1"),
+    ]
