@@ -151,8 +151,9 @@ def central_url(args: argparse.Namespace) -> str | None:
 @contextlib.contextmanager
 def open_reader(args: argparse.Namespace) -> Iterator[tuple[Reader, str]]:
     """The read side the command should read — ``--store`` (the central store),
-    ``--db``, ``$TIDEGATE_STORE`` or the config's ``storage.path``, in that order — and
-    what to call it (the path, or the URL without its password).
+    ``--db``, ``$TIDEGATE_STORE`` or the config's ``storage.path`` (with
+    ``storage.backend = "postgresql"``: the central store it writes), in that order —
+    and what to call it (the path, or the URL without its password).
 
     A gateway's file labels its rows with the local gateway id
     (:func:`gateway.config.local_gateway_id` of ``--config``; with ``--db`` and no
@@ -173,6 +174,14 @@ def open_reader(args: argparse.Namespace) -> Iterator[tuple[Reader, str]]:
         settings = settings_from(args)
         config = settings.storage
         path = config.path
+        if config.postgresql is not None and config.backend == "postgresql":
+            # A gateway writing straight into PostgreSQL: read what it writes.
+            reader = Reader(read_store(config))
+            try:
+                yield reader, config.postgresql.shown_url
+            finally:
+                reader.close()
+            return
     if not path.exists():
         raise StorageError(f"database not found: {path}")
     reader = Reader(read_store(config, path=path, gateway_id=local_gateway_id(settings)))

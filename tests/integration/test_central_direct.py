@@ -21,9 +21,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.support import HOST, Broker, GatewayProcess, start_gateway, wait_for
+from tests.support import (
+    HOST,
+    Broker,
+    GatewayProcess,
+    iter_json_messages,
+    publish_many,
+    start_gateway,
+    wait_for,
+)
 from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +51,9 @@ def central_count(postgres: PostgresServer, url: str) -> int:
     return int(rows[0][0])
 
 
-def start_direct(tmp: Path, broker: Broker, url: str, name: str = "gw") -> GatewayProcess:
+def start_direct(
+    tmp: Path, broker: Broker, url: str, name: str = "gw", api: str | None = None
+) -> GatewayProcess:
     extra = f'[storage.postgresql]\nurl = "{url}"\nstatement_timeout_s = 5\nconnect_timeout_s = 2\n'
     env = {
         "TIDEGATE_STORAGE__BACKEND": "postgresql",
@@ -50,7 +61,9 @@ def start_direct(tmp: Path, broker: Broker, url: str, name: str = "gw") -> Gatew
         "TIDEGATE_PIPELINE__RETRY_MAX_S": "1",
         "TIDEGATE_STORAGE__MAINTENANCE_INTERVAL_S": "2",
     }
-    return start_gateway(tmp, broker, name, extra=extra, env=env, client_id=f"direct-{name}")
+    return start_gateway(
+        tmp, broker, name, extra=extra, env=env, client_id=f"direct-{name}", api=api
+    )
 
 
 def simulator(port: int, report: Path, duration: float) -> subprocess.Popen[bytes]:
@@ -167,3 +180,20 @@ def test_the_gateway_killed_mid_stream_and_restarted_loses_nothing(
         if sim.poll() is None:
             sim.kill()
             sim.wait(10)
+
+
+def test_a_direct_gateway_serves_what_it_wrote(
+    fresh_broker: Broker, postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    """Its API and dashboard read the central store (no SQLite file exists)."""
+    gateway = start_direct(tmp_path, fresh_broker, pg_url, api="")
+    try:
+        publish_many(fresh_broker.port, list(iter_json_messages(300, sensors=10)))
+        wait_for(lambda: central_count(postgres, pg_url) >= 300, 30, 0.2, what="300 readings")
+        body = httpx.get(f"{gateway.url}/api/v1/sensors", timeout=10).json()
+        assert body["count"] == 10
+        assert {entry["gateway"] for entry in body["sensors"]} == {"direct-test"}
+        assert not (tmp_path / "gw.db").exists()
+        assert gateway.terminate() == 0, gateway.log_text()[-3000:]
+    finally:
+        gateway.ensure_stopped()
