@@ -1,16 +1,25 @@
-"""``tidegate query``: stored readings as a table, CSV or JSON."""
+"""``tidegate query``: stored readings as a table, CSV or JSON.
+
+Rows come in time order (newest first with ``--latest``); readings of the same instant
+in sensor, metric, unit, tags and gateway order. The stores break such ties by series
+id, which is the order each store first saw its series — an edge and the central store
+it forwards to number them differently — so the command orders each instant's rows
+itself: ``--db`` and ``--store`` print the same rows in the same order, and ``--limit``
+cuts the same list (it reads past the limit to the end of the last instant).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gateway import request
 from gateway.cli.common import Reader, add_read_arguments, gateway_of, open_reader
 from gateway.cli.output import FORMATS, write_rows
 from gateway.request import ReadingsQuery
+from gateway.storage.base import ReadingRow
 from gateway.validation import format_ms
 
 COLUMNS = ("sensor_id", "metric", "ts", "value", "unit", "gateway")
@@ -41,16 +50,39 @@ class Truncation:
 
 def build_query(args: argparse.Namespace) -> ReadingsQuery:
     """The request (checked before the database is opened)."""
-    limit = args.limit
     return ReadingsQuery(
         sensor=args.sensor,
         metric=args.metric,
         gateway=gateway_of(args),
         since_ms=request.time_ms(args.since, "--since") if args.since else None,
         until_ms=request.time_ms(args.until, "--until") if args.until else None,
-        limit=limit + 1 if limit else 0,  # one more tells whether there are more
+        # Streamed in chunks, not limited: the last instant must be read whole (see
+        # the module docstring); reading stops one instant after the limit.
+        limit=0,
         descending=args.latest,
     )
+
+
+def _tie_key(row: ReadingRow) -> tuple[str, str, str, tuple[tuple[str, str], ...], str]:
+    return (
+        row.sensor_id,
+        row.metric,
+        row.unit or "",
+        tuple(sorted(row.tags.items())),
+        row.gateway_id,
+    )
+
+
+def by_instant(stream: Iterable[ReadingRow]) -> Iterator[ReadingRow]:
+    """``stream`` (in time order) with the rows of each instant in :func:`_tie_key`
+    order; holds one instant's rows at a time."""
+    group: list[ReadingRow] = []
+    for row in stream:
+        if group and row.ts_ms != group[0].ts_ms:
+            yield from sorted(group, key=_tie_key)
+            group = []
+        group.append(row)
+    yield from sorted(group, key=_tie_key)
 
 
 def rows(
@@ -60,7 +92,8 @@ def rows(
     truncation: Truncation | None = None,
 ) -> Iterator[dict[str, Any]]:
     limit = args.limit
-    for count, row in enumerate(reader.rows(reader.store.stream_readings(query))):
+    stream = reader.rows(reader.store.stream_readings(query))
+    for count, row in enumerate(by_instant(stream)):
         if limit and count >= limit:
             if truncation is not None:
                 truncation.truncated = True
