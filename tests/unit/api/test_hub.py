@@ -1,7 +1,7 @@
 """The hub's own answers (``tidegate serve``), without a server or a database: the app
 of :mod:`gateway.api.app` with the hub's routes over a fake store that holds several
 gateways. The same behaviour against a real central store and real edges is in
-``tests/integration/test_fleet.py``."""
+``tests/integration/test_hub.py``."""
 
 from __future__ import annotations
 
