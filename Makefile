@@ -78,6 +78,7 @@ demo: venv mosquitto
 
 bench: venv mosquitto postgresql
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.fleet
 
 image:
 	@scripts/build-image.sh
@@ -90,8 +91,9 @@ image-test: venv mosquitto
 footprint: venv mosquitto
 	$(BIN)/python scripts/footprint.py
 
-bench-quick: venv mosquitto
+bench-quick: venv mosquitto postgresql
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench.fleet --quick
 
 soak: venv mosquitto
 	$(BIN)/python -m bench.soak
