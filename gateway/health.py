@@ -69,7 +69,7 @@ def upstream_reasons(metrics: Metrics, now: float | None = None) -> list[str]:
     if up.pending:
         backlog += f", the oldest {_span(up.oldest_pending_age_s)} old"
     if up.buffer_hours_left is not None:
-        backlog += f", about {up.buffer_hours_left:,.1f} h of local buffer left"
+        backlog += f", about {buffer_span(up.buffer_hours_left)} of local buffer left"
     if up.unreachable_since and now - up.unreachable_since >= up.degraded_after_s:
         detail = f": {up.last_error}" if up.last_error else ""
         return [
@@ -80,6 +80,11 @@ def upstream_reasons(metrics: Metrics, now: float | None = None) -> list[str]:
     if up.pending and up.oldest_pending_age_s >= up.degraded_after_s:
         return [f"forwarding behind: {backlog}"]
     return []
+
+
+def buffer_span(hours: float) -> str:
+    """Hours of buffer as people read them: hours up to two days, then days."""
+    return f"{hours:,.1f} h" if hours < 48 else f"{hours / 24:,.0f} days"
 
 
 def _span(seconds: float) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import add_read_arguments, central_url, gateway_of, open_reader
+from gateway.health import buffer_span
 from gateway.status import read_status, status_path
 from gateway.validation import format_ms
 
@@ -135,7 +136,7 @@ def upstream_line(up: dict[str, Any]) -> str:
     )
     hours = up.get("buffer_hours_left")
     if hours is not None:
-        text += f"; {float(hours):,.1f} h of local buffer left at the ingest rate"
+        text += f"; {buffer_span(float(hours))} of local buffer left at the ingest rate"
     if up.get("dropped"):
         text += f"; {int(up['dropped']):,} DROPPED for space"
     return text

@@ -163,3 +163,10 @@ def test_buffer_hours_left_from_room_and_ingest_rate() -> None:
     metrics.storage.database_bytes = 0
     cap = int(1800 * 1000 * BYTES_PER_BUFFERED_READING)
     assert buffer_hours_left(metrics, cap, 100) == pytest.approx(0.5)  # the cap is nearer
+
+
+def test_buffer_left_reads_in_hours_then_days() -> None:
+    from gateway.health import buffer_span
+
+    assert buffer_span(41.46) == "41.5 h"
+    assert buffer_span(57_194) == "2,383 days"

@@ -233,7 +233,8 @@
     if (!up) return;
     const pending = fmtCount(up.pending) + " pending";
     const oldest = up.pending ? " · oldest " + fmtDuration(up.oldest_pending_age_s) : "";
-    const hours = up.buffer_hours_left == null ? "" : " · " + fmtNumber(up.buffer_hours_left) + " h buffer";
+    const left = up.buffer_hours_left;
+    const hours = left == null ? "" : " · " + (left >= 48 ? fmtNumber(left / 24) + " days" : fmtNumber(left) + " h") + " of buffer";
     const dropped = up.dropped ? " · " + fmtCount(up.dropped) + " dropped" : "";
     line.textContent = "centre: " + pending + oldest + hours + dropped;
     const failing = up.unreachable_since != null;
