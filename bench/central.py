@@ -242,6 +242,12 @@ async def catchup(url: str, workdir: Path, backlog: int, series: int, batch: int
     live_t0 = T0 + 2 * HOUR_MS  # the live readings: after the backlog
     try:
         await fill(sink, backlog, series)
+        # Let the store's compaction move the fresh backlog out of the hot table first
+        # (a real backlog builds up over the outage while compaction keeps pace), so
+        # both measurements below see the same steady store.
+        deadline = time.monotonic() + 300
+        while store.metrics.storage.compacted_rows < backlog and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
         quiet = await ingest_latencies(sink, 10.0, series, live_t0)
         metrics = Metrics()
         done = asyncio.Event()
