@@ -122,7 +122,9 @@
 
   function fmtAge(seconds) {
     if (seconds === null || seconds === undefined) return "never";
-    if (seconds < 0) return "in the future";
+    // A batch committed while the answer was being made is a few ms "ahead" of the
+    // answer's clock: that is now, not the future (a reading stamped ahead still is).
+    if (seconds < -5) return "in the future";
     if (seconds < 2) return "just now";
     if (seconds < 60) return Math.round(seconds) + " s ago";
     if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
