@@ -25,7 +25,11 @@ ROOT=0
 [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ROOT=1
 
 need=()
-command -v dockerd >/dev/null 2>&1 || command -v docker >/dev/null 2>&1 || need+=(docker.io)
+# The engine, not only a client: a machine may have a docker CLI (e.g. /usr/local/bin/docker)
+# and no dockerd, and a client alone cannot run the image tests.
+if ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null 2>&1; then
+  need+=(docker.io)
+fi
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ "$EMULATION" = 1 ]; then
   [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || [ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
