@@ -79,6 +79,7 @@ demo: venv mosquitto
 bench: venv mosquitto postgresql
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fleet
+	$(BIN)/python -m bench.direct
 
 image:
 	@scripts/build-image.sh

@@ -42,7 +42,7 @@ from gateway.series_gate import SeriesGate
 from gateway.sources._paho_adapter import check_compatible
 from gateway.sources.mqtt import MqttSource
 from gateway.status import STATUS_INTERVAL_S, snapshot, status_path, write_status
-from gateway.storage.backends import outbox_of, write_store
+from gateway.storage.backends import outbox_of, slot_locks, write_store
 from gateway.storage.base import WriteResult, WriteStore
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,11 @@ class Gateway:
             self.router,
             self.pipeline,
             self.metrics,
-            state_path=subscription_state_path(settings),
+            # A direct-mode group's slot sessions move between processes: what they
+            # hold is recorded in PostgreSQL instead (decision 0124).
+            state_path=None if settings.slot_group else subscription_state_path(settings),
             broker_stats=self.lag.broker_value,
+            slot_locks=slot_locks(settings),
         )
         if self.discovery is not None:
             self.discovery.attach(

@@ -636,7 +636,28 @@ class Settings(_Section):
                 raise ConfigError(
                     key, f"with $share/{group}/ it is longer than {MAX_TOPIC_BYTES:,} bytes"
                 )
+        if self.slot_group:
+            if self.mqtt.connections > 1:
+                raise ConfigError(
+                    "mqtt.connections",
+                    "a direct-mode group (storage.backend = postgresql with"
+                    " mqtt.shared_group) opens one connection per slot it holds: set"
+                    " mqtt.slots instead",
+                )
+            if self.discovery.active:
+                raise ConfigError(
+                    "discovery",
+                    "not available in a direct-mode group (storage.backend = postgresql"
+                    " with mqtt.shared_group): its per-process subscriptions would ride on"
+                    " broker sessions that move between processes",
+                )
         return self
+
+    @property
+    def slot_group(self) -> bool:
+        """Whether this gateway is a member of a direct-mode group sharing its broker
+        sessions as client-id slots (``docs/central.md``, decision 0124)."""
+        return self.storage.backend == "postgresql" and bool(self.mqtt.shared_group)
 
 
 SECRET_KEYS = frozenset({"password", "token"})

@@ -719,10 +719,15 @@ class MqttSource:
         """Disconnect every connection and end all tasks (with slots: then release the
         claims, so no other member drives a session while this one still does)."""
         if self.slots is not None:
+            # stop_claiming first: the manager also ends on its own, should the cancel
+            # be lost (Python 3.11's asyncio.timeout can swallow one that coincides with
+            # its deadline).
             await self.slots.stop_claiming()
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):

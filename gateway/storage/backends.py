@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import StorageConfig
+from gateway.config import Settings, StorageConfig
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.receive_time import ReceiveClock
 from gateway.series_gate import SeriesGate
-from gateway.storage.base import ReadStore, WriteStore
+from gateway.storage.base import ReadStore, SlotLocks, WriteStore
 from gateway.storage.outbox import Outbox
 from gateway.storage.postgresql.reader import PostgresReader
 from gateway.storage.postgresql.urls import checked_url
@@ -70,6 +70,24 @@ def _postgres_store(
     if not gateway_id:
         raise ConfigError("storage.gateway_id", "is empty")
     return PostgresStore(config, metrics, gateway_id, receive_clock, series_gate)
+
+
+def slot_locks(settings: Settings) -> SlotLocks | None:
+    """The claims on the client-id slots of a direct-mode group
+    (:attr:`~gateway.config.Settings.slot_group`, decision 0124), or None when the
+    gateway is not a member of one: PostgreSQL advisory locks on a connection of their
+    own, to the same server as the store."""
+    server = settings.storage.postgresql
+    if not settings.slot_group or server is None:
+        return None
+    # Imported here, like the store (asyncpg stays off the SQLite path); the store's
+    # open() already said it if the driver is missing.
+    from gateway.storage.postgresql.connection import connect
+    from gateway.storage.postgresql.slot_locks import PostgresSlotLocks
+
+    return PostgresSlotLocks(
+        lambda: connect(server), settings.mqtt.client_id, keepalive_s=server.keepalive_s
+    )
 
 
 def read_store(

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from gateway.errors import StorageError
+from gateway.storage.postgresql.schema import migrate
 from gateway.storage.postgresql.slot_locks import PostgresSlotLocks, group_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +118,28 @@ def test_group_keys_are_stable_and_31_bit() -> None:
     assert group_key("tidegate") == group_key("tidegate")
     assert group_key("tidegate") != group_key("tidegate-2")
     assert 0 <= group_key("x" * 200) < 2**31
+
+
+async def test_session_records_are_shared_by_the_group(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    a, b, other = locks(pg_url), locks(pg_url), locks(pg_url, "another-group")
+    for held in (a, b, other):
+        await held.open()
+    try:
+        assert await b.load_record(3) is None
+        await a.save_record(3, '{"f":1}')
+        await a.save_record(9, "{}")  # a session that holds nothing: not listed
+        await other.save_record(4, '{"g":1}')
+        assert await b.load_record(3) == '{"f":1}'
+        await b.save_record(3, '{"f":2}')
+        assert await a.load_record(3) == '{"f":2}'
+        assert await a.recorded() == {3} and await other.recorded() == {4}
+        await b.forget_record(3)
+        assert await a.load_record(3) is None and await a.recorded() == frozenset()
+    finally:
+        for held in (a, b, other):
+            await held.close()

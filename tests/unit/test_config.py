@@ -255,3 +255,41 @@ def test_postgresql_backend_password_and_gateway_id(tmp_path: Path) -> None:
     assert local_gateway_id(settings) == "plant"
     named = load_settings(cfg, environ={"TIDEGATE_STORAGE__GATEWAY_ID": "site-a"})
     assert local_gateway_id(named) == "site-a"
+
+
+GROUP_TOML = """
+[mqtt]
+shared_group = "plant"
+{mqtt}
+[storage]
+backend = "postgresql"
+[storage.postgresql]
+url = "postgresql://tidegate@db.example/tidegate"
+{extra}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "extra", "key", "fragment"),
+    [
+        ("connections = 2", "", "mqtt.connections", "mqtt.slots"),
+        ("", "[discovery]\nhomeassistant = true\n", "discovery", "direct-mode group"),
+    ],
+)
+def test_a_direct_mode_group_refuses_what_cannot_move_between_members(
+    tmp_path: Path, mqtt: str, extra: str, key: str, fragment: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GROUP_TOML.format(mqtt=mqtt, extra=extra))
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    assert info.value.key == key and fragment in str(info.value)
+
+
+def test_slot_group_only_with_postgresql_and_a_shared_group(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(GROUP_TOML.format(mqtt="", extra=""))
+    assert load_settings(cfg, environ={}).slot_group
+    cfg.write_text(GROUP_TOML.format(mqtt="", extra="").replace('shared_group = "plant"', ""))
+    assert not load_settings(cfg, environ={}).slot_group
+    assert not load_settings(None, environ={"TIDEGATE_MQTT__SHARED_GROUP": "plant"}).slot_group

@@ -96,6 +96,14 @@ MIGRATIONS: list[str] = [
         SELECT s.gateway_id, s.sensor_id, s.metric, r.ts, r.value, NULLIF(s.unit, '') AS unit
         FROM tidegate.readings_data r JOIN tidegate.series s ON s.id = r.series_id;
     """,
+    # 1 → 2: what each broker session of a direct-mode group holds (decision 0124): a
+    # member that takes a slot over must know its subscriptions (gateway.sources.slots).
+    """
+    CREATE TABLE tidegate.mqtt_sessions (
+        client_id  text PRIMARY KEY,
+        record     text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now());
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
