@@ -40,13 +40,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.errors import StorageError
 from gateway.metrics import SlotState
 from gateway.storage.base import SlotLocks, SlotSurvey
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,7 @@ class SlotManager:
 
     async def _tick(self) -> None:
         if not self._joined:
-            await asyncio.wait_for(self.locks.open(), self.survey_timeout_s)
+            await self._bounded(self.locks.open())
             self._joined = True
             self.state.locks_ok = True
             self.state.locks_error = ""
@@ -220,12 +222,12 @@ class SlotManager:
         for slot in step.claim:
             if claimed >= step.wanted or self._stopping:
                 break
-            if not await asyncio.wait_for(self.locks.try_claim(slot), self.survey_timeout_s):
+            if not await self._bounded(self.locks.try_claim(slot)):
                 continue
             claimed += 1
             self._taken_seen |= {slot}
             if self.prepare is not None:
-                await asyncio.wait_for(self.prepare(slot), self.survey_timeout_s)
+                await self._bounded(self.prepare(slot))
             self._start(slot)
             self.state.claims += 1
             if left and slot in orphans:
@@ -246,8 +248,15 @@ class SlotManager:
 
         await self._retire_one(survey)
 
+    async def _bounded(self, step: Awaitable[T]) -> T:
+        """``step`` within the survey timeout. (Not ``asyncio.wait_for``: on Python 3.11
+        it can swallow a cancel that arrives as its inner call completes, and the
+        manager would run on after :meth:`close`.)"""
+        async with asyncio.timeout(self.survey_timeout_s):
+            return await step
+
     async def _survey(self) -> SlotSurvey:
-        return await asyncio.wait_for(self.locks.survey(), self.survey_timeout_s)
+        return await self._bounded(self.locks.survey())
 
     def _spawn(self, slot: int, retiring: bool = False) -> _Held:
         conn = self.connect(slot, retiring)
@@ -274,9 +283,9 @@ class SlotManager:
                 raise error  # StorageError: the locks are lost (handled by run)
         if self._stopping:
             return
-        extra = await asyncio.wait_for(self.locks.recorded(), self.survey_timeout_s)
+        extra = await self._bounded(self.locks.recorded())
         for slot in sorted(s for s in extra if s >= self.total and s not in survey.taken):
-            if await asyncio.wait_for(self.locks.try_claim(slot), self.survey_timeout_s):
+            if await self._bounded(self.locks.try_claim(slot)):
                 self._retiring_slot = slot
                 self._retiring = asyncio.create_task(self._retire(slot), name=f"retire-{slot}")
                 return
@@ -284,7 +293,7 @@ class SlotManager:
     async def _retire(self, slot: int) -> None:
         """Empty and retire ``slot``'s session (claimed by the caller)."""
         if self.prepare is not None:
-            await asyncio.wait_for(self.prepare(slot), self.survey_timeout_s)
+            await self._bounded(self.prepare(slot))
         held = self._spawn(slot, retiring=True)
         log.warning(
             "mqtt slot %d is above mqtt.slots (%d) but its session is still at the broker:"
@@ -309,13 +318,13 @@ class SlotManager:
         finally:
             await self._end(held)
         if done:
-            await asyncio.wait_for(self.locks.forget_record(slot), self.survey_timeout_s)
+            await self._bounded(self.locks.forget_record(slot))
             log.warning("mqtt slot %d retired: its session no longer takes a share", slot)
         else:
             log.warning(
                 "mqtt slot %d not retired yet (still busy after %.0fs)", slot, self.retire_timeout_s
             )
-        await asyncio.wait_for(self.locks.release(slot), self.survey_timeout_s)
+        await self._bounded(self.locks.release(slot))
 
     def _failed_task(self) -> None:
         """Raise the error of a slot task that failed (a bug: the supervisor fails the
@@ -353,7 +362,7 @@ class SlotManager:
         for slot in list(self.held):
             await self._drop(slot)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.locks.close(), self.survey_timeout_s)
+            await self._bounded(self.locks.close())
 
     async def _drop(self, slot: int) -> None:
         """Close a slot's connection without waiting for its acks (the claim is gone:
@@ -380,7 +389,7 @@ class SlotManager:
             await asyncio.sleep(0.05)
         del self.held[slot]
         await self._end(held)
-        await asyncio.wait_for(self.locks.release(slot), self.survey_timeout_s)
+        await self._bounded(self.locks.release(slot))
         self.state.releases += 1
         self._publish()
         log.info(
@@ -425,5 +434,5 @@ class SlotManager:
             await self._end(held)
         self._publish()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.locks.close(), self.survey_timeout_s)
+            await self._bounded(self.locks.close())
         self._joined = False
