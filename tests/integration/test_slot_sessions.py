@@ -141,7 +141,8 @@ async def test_a_member_that_loses_its_locks_lets_go_and_comes_back(
         await until(lambda: len(a.held) == 2 and len(b.held) == 2 and b.source.connected)
         b_reconnects = b.metrics.reconnects
         conn = a.locks._live()
-        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        async with a.locks._busy:  # the member's manager uses this connection too
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
         admin = await asyncpg.connect(url)
         try:
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
