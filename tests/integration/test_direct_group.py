@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from simulators.verify import render, verify
 from tests.support import HOST, Broker, GatewayProcess, start_gateway, wait_for
 from tests.support.mqtt import http_json
 
@@ -107,6 +108,11 @@ def exactly_once(url: str, report: Path, timeout: float = 60) -> int:
     assert rows["n"] == acked, f"stored {rows['n']}, acknowledged {acked}"
     assert rows["distinct_n"] == acked
     assert (rows["gateways"], rows["gateway"]) == (1, GROUP)
+    # And reading by reading, as a user would check it: every acknowledged reading
+    # (sensor, metric, time, value) once, nothing missing, nothing invented.
+    verdict = verify(report, store_url=url, gateway=GROUP)
+    assert verdict.ok, render(verdict)
+    assert (verdict.stored, verdict.missing, verdict.duplicates_stored) == (acked, 0, 0)
     return int(rows["n"])
 
 
