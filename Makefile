@@ -80,6 +80,7 @@ bench: venv mosquitto postgresql
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fleet
 	$(BIN)/python -m bench.direct
+	$(BIN)/python -m bench.central --rows 300000 --catchup 3600000
 
 image:
 	@scripts/build-image.sh
