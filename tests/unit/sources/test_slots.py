@@ -200,7 +200,10 @@ def manager(server: Server, driven: Driven, total: int = 8) -> tuple[SlotManager
     return mgr, locks
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for ``predicate`` (bounded). Convergence takes a few claim ticks — about 1 s
+    here when the machine is quiet, but up to 4.8 s was seen at load 12 on 2 cores, where a
+    5 s bound failed 2 runs in 15: the bound is for a hang, not a speed check."""
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(INTERVAL / 2)
