@@ -94,14 +94,7 @@ def render(
     """The whole exposition text for one scrape."""
     now = time.time() if now is None else now
     out = _Writer()
-    out.family("tidegate_info", "gauge", "Build information.")
-    out.sample("tidegate_info", 1, {"version": version})
-    out.single(
-        "process_start_time_seconds", "gauge", "Start time of the process (epoch s).", started_at
-    )
-    out.single(
-        "process_resident_memory_bytes", "gauge", "Resident memory size.", resident_memory_bytes()
-    )
+    _process(out, started_at, version)
 
     subs = sorted(metrics.by_subscription.items())
     for name, attr, help_text in (
@@ -313,42 +306,8 @@ def render(
         ):
             out.single(f"tidegate_mqtt_slot_{name}_total", "counter", text, value)
 
-    if connections is not None:
-        out.single(
-            "tidegate_api_connections", "gauge", "Open HTTP API connections.", connections.open
-        )
-        out.family(
-            "tidegate_api_connections_closed_total",
-            "counter",
-            "HTTP API connections the server closed or refused, by reason.",
-        )
-        for reason in CLOSE_REASONS:
-            out.sample(
-                "tidegate_api_connections_closed_total",
-                connections.closed[reason],
-                {"reason": reason},
-            )
-
-    if db is not None:
-        out.family("tidegate_database_size_bytes", "gauge", "Size of the database files.")
-        out.sample("tidegate_database_size_bytes", db.database_bytes, {"file": "main"})
-        out.sample("tidegate_database_size_bytes", db.wal_bytes, {"file": "wal"})
-        out.single("tidegate_series", "gauge", "Stored series (sensor × metric).", db.series)
-        now_ms = now * 1000
-        if db.oldest_ts_ms is not None:
-            out.single(
-                "tidegate_oldest_reading_age_seconds",
-                "gauge",
-                "Age of the oldest stored reading.",
-                round((now_ms - db.oldest_ts_ms) / 1000, 3),
-            )
-        if db.newest_ts_ms is not None:
-            out.single(
-                "tidegate_newest_reading_age_seconds",
-                "gauge",
-                "Age of the newest stored reading (negative if it is stamped in the future).",
-                round((now_ms - db.newest_ts_ms) / 1000, 3),
-            )
+    _connections(out, connections)
+    _database(out, db, now)
     return "\n".join(out.lines) + "\n"
 
 
